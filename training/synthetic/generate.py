@@ -1,0 +1,253 @@
+"""Labelled event windows and continuous streams of the synthetic benchmark.
+
+Each window is drawn from its own random stream, seeded by (seed, index), so a
+dataset is the same bytes for the same seed whatever the shard size, and any
+window can be regenerated alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.formats import WINDOWS_FORMAT, Stream, WindowSet, write_manifest, write_stream, write_windows
+from edge.vocabulary import CLASSES
+from training.synthetic import sources
+from training.synthetic.recording import Background, digitise, record, snr_gain
+from training.synthetic.sites import HELDOUT_SITES, SITES, TRAIN_SITES, SiteProfile, resolve_sites
+
+GENERATOR_VERSION = "1.0.0"
+ONSET_S = 0.25  # first energy ~0.25 s after the window opens ...
+ONSET_JITTER_S = 0.075  # ... give or take this much
+KNOWN_FAMILIES: tuple[str, ...] = (*CLASSES, *sources.EVALUATION_ONLY)
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+BLAST_HOURS = (6, 18)  # production blasts fire at shift change
+
+# Documented in every manifest: the ranges each window's parameters are drawn from.
+PARAMETER_RANGES = {
+    "onset_s": [ONSET_S - ONSET_JITTER_S, ONSET_S + ONSET_JITTER_S],
+    "microseismic": {"mw": [-3.0, 1.0], "stress_drop_mpa": [0.1, 10.0], "beta_m_s": [3000, 3500],
+                     "vp_vs": [1.65, 1.8], "distance_m": [30, 1000], "s_p_ratio": "(vp/vs)^3 x [0.6, 1.5]",
+                     "coda_tau_s": "[0.012, 0.05] + 0.3 (S-P)"},
+    "blast": {"charges": [2, 12], "delay_ms": [17, 100], "mw": [-1.0, 1.5], "distance_m": [40, 1500],
+              "s_p_ratio": [0.2, 0.8], "coda_tau_s": [0.06, 0.3]},
+    "drilling": {"blow_rate_hz": [15, 60], "ring_hz": [250, 1800], "ring_tau_ms": [1.5, 8],
+                 "distance_m": [5, 200], "already_running": 0.35},
+    "electrical": {"kinds": ["mains_burst", "switching", "pulse_train"], "burst_s": [0.05, 0.6],
+                   "switching_tau_ms": [0.3, 30], "pulse_rep_hz": [50, 1000], "channel_gain_sd": 0.02},
+    "mechanical": {"kinds": ["tonal", "rumble", "both"], "f1_hz": [8, 120], "rise_s": [0.15, 0.7],
+                   "drift": [0.005, 0.03], "rumble_band_hz": [[10, 60], [120, 700]]},
+    "noise": {"small_transient": 0.3, "small_transient_snr_db": [-20, -10]},
+    "rockfall": {"duration_s": [0.3, 1.0], "impacts_per_s": [8, 40], "fc_hz": [30, 300]},
+    "site_jitter": {"noise_level_db": [-4, 4], "hum_db": [-4, 4], "red_db": [-4, 4]},
+}
+
+
+@lru_cache(maxsize=16)
+def _grid(fs: float, n: int) -> sources.Grid:
+    return sources.Grid.make(fs, n)
+
+
+def make_source(family: str, rng: np.random.Generator, grid: sources.Grid, onset_s: float,
+                site: SiteProfile, allow_ongoing: bool = True) -> sources.Source:
+    """Draw one ``family`` source on ``grid`` with its first energy at ``onset_s`` (buffer time)."""
+    if family == "electrical":
+        return sources.electrical(rng, grid, onset_s, site.mains_hz)
+    if family == "drilling":
+        return sources.drilling(rng, grid, onset_s, site.q_range, allow_ongoing=allow_ongoing)
+    return sources.FAMILIES[family](rng, grid, onset_s, site.q_range)
+
+
+def _to_channels(rec: np.ndarray, channels: int, common_mode: bool, rng: np.random.Generator) -> np.ndarray:
+    """Keep Z, N, E for triaxial sensors; a uniaxial sensor is vertical or along a random borehole axis."""
+    if channels == 3:
+        return rec
+    if common_mode:
+        return rec[:1]
+    axis = np.array([1.0, 0.0, 0.0]) if rng.random() < 0.5 else sources.unit_vector(rng)
+    return (axis @ rec)[None, :]
+
+
+def recorded_event(family: str, rng: np.random.Generator, site: SiteProfile, fs: float, channels: int,
+                   n: int, onset_s: float, allow_ongoing: bool = True) -> tuple[np.ndarray, sources.Source]:
+    """A clean (noise-free) recording of one source: through the site's sensor, on ``channels``."""
+    src = make_source(family, rng, _grid(fs, n), onset_s, site, allow_ongoing)
+    rec = record(site.name, fs, src.signal, src.through_sensor)
+    return _to_channels(rec, channels, not src.through_sensor, rng), src
+
+
+def synthesize_window(rng: np.random.Generator, family: str, site_name: str, fs: float = 4000.0,
+                      channels: int = 3, samples: int = 4096, snr_db: float = 10.0,
+                      onset_s: float | None = None) -> tuple[np.ndarray, dict]:
+    """One recorded window (channels, samples) float32 of ``family`` at ``site_name`` and ``snr_db``.
+
+    Returns the window and what made it: onset sample, clean event (before noise), source parameters.
+    """
+    site = SITES[site_name]
+    duration = samples / fs
+    if onset_s is None:
+        centre = ONSET_S if duration >= 2 * ONSET_S else duration / 4
+        onset_s = centre + rng.uniform(-ONSET_JITTER_S, ONSET_JITTER_S) * min(1.0, duration / 1.024)
+    pad = max(samples // 4, int(0.3 * fs))
+    n = samples + 2 * pad
+    background = Background(site, fs, channels, rng)
+    noise = background.block(n)[:, pad:pad + samples]
+    noise_rms = float(np.sqrt(np.mean(noise**2)))
+    meta: dict = {"family": family, "site": site_name, "onset": int(round(onset_s * fs)), "snr_db": snr_db}
+    x = noise
+    clean = np.zeros_like(noise)
+    if family == "noise":
+        if rng.random() < 0.3:  # a small transient below engineering interest
+            rec, _ = recorded_event("microseismic", rng, site, fs, channels, n, pad / fs + onset_s)
+            rec = rec[:, pad:pad + samples]
+            x = noise + snr_gain(rec, noise_rms, rng.uniform(-20.0, -10.0)) * rec
+        meta["snr_db"] = float("nan")
+    else:
+        rec, src = recorded_event(family, rng, site, fs, channels, n, pad / fs + onset_s)
+        rec = rec[:, pad:pad + samples]
+        clean = snr_gain(rec, noise_rms, snr_db) * rec
+        x = noise + clean
+        meta["onset"] = src.onset - pad
+        # Sample positions in the source's metadata refer to the padded grid: make them window positions.
+        meta["source"] = {k: (np.asarray(v) - pad).tolist() if k.endswith(("_sample", "_samples")) else v
+                          for k, v in src.meta.items()}
+    wave, n_spikes, clipped = digitise(x, site, noise_rms, rng, fs)
+    meta.update(noise_rms=noise_rms, spikes=n_spikes, clipped=clipped, clean=clean)
+    return wave, meta
+
+
+def _plan(seed: int, count: int, families: tuple[str, ...], sites: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    """Balanced labels, sites and UTC times of ``count`` windows, fixed by ``seed``."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x91A4]))
+    labels = np.resize(np.array(families), count)
+    rng.shuffle(labels)
+    site = np.array(sites)[rng.integers(0, len(sites), count)]
+    day = rng.integers(0, 365, count)
+    seconds = rng.uniform(0.0, 86400.0, count)
+    blast_hour = np.array(BLAST_HOURS)[rng.integers(0, len(BLAST_HOURS), count)]
+    blast_s = blast_hour * 3600.0 + rng.uniform(-600.0, 1200.0, count)
+    seconds = np.where(labels == "blast", blast_s, seconds)
+    times = np.array([(EPOCH + timedelta(days=int(d), seconds=float(s))).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+                      for d, s in zip(day, seconds, strict=True)])
+    return labels, site, times
+
+
+def _check_args(count: int, fs: float, channels: int, samples: int, families: list[str] | tuple[str, ...],
+                snr_db: tuple[float, float]) -> tuple[str, ...]:
+    if count < 1:
+        raise UserError(f"--count = {count}; expected a positive number of windows")
+    if not 100.0 <= fs <= 100_000.0:
+        raise UserError(f"--fs = {fs:g}; expected a sampling rate between 100 and 100000 Hz")
+    if channels not in (1, 3):
+        raise UserError(f"--channels = {channels}; allowed: 1 (uniaxial), 3 (triaxial)")
+    if samples < 256:
+        raise UserError(f"--samples = {samples}; expected at least 256")
+    bad = [f for f in families if f not in KNOWN_FAMILIES]
+    if bad or not families:
+        raise UserError(f"--classes = {','.join(families)!r}; allowed: {', '.join(KNOWN_FAMILIES)}")
+    if not -30.0 <= snr_db[0] <= snr_db[1] <= 80.0:
+        raise UserError(f"--snr-db = {snr_db[0]:g}:{snr_db[1]:g}; expected LOW:HIGH within -30:80 dB")
+    return tuple(dict.fromkeys(families))
+
+
+def generate_windows(count: int, seed: int, sites: list[str] | None = None, fs: float = 4000.0,
+                     channels: int = 3, samples: int = 4096, families: list[str] | tuple[str, ...] = CLASSES,
+                     snr_db: tuple[float, float] = (-3.0, 30.0), start: int = 0,
+                     stop: int | None = None) -> WindowSet:
+    """Windows ``start..stop`` of the dataset of ``count`` windows fixed by ``seed`` (all by default)."""
+    fams = _check_args(count, fs, channels, samples, families, snr_db)
+    site_names = resolve_sites(sites)
+    labels, site, times = _plan(seed, count, fams, site_names)
+    stop = count if stop is None else stop
+    waves = np.empty((stop - start, channels, samples), dtype=np.float32)
+    snrs = np.empty(stop - start, dtype=np.float32)
+    for j, i in enumerate(range(start, stop)):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
+        waves[j], meta = synthesize_window(rng, str(labels[i]), str(site[i]), fs, channels, samples,
+                                           float(rng.uniform(*snr_db)))
+        snrs[j] = meta["snr_db"]
+    return WindowSet(waves, labels[start:stop], fs, snrs, site[start:stop], times[start:stop])
+
+
+def write_window_dataset(out: str | Path, count: int, seed: int, sites: list[str] | None = None,
+                         fs: float = 4000.0, channels: int = 3, samples: int = 4096,
+                         families: list[str] | tuple[str, ...] = CLASSES,
+                         snr_db: tuple[float, float] = (-3.0, 30.0), shard_size: int = 1000,
+                         progress: bool = True) -> dict:
+    """Write a sharded window dataset with its manifest, shard by shard (bounded memory)."""
+    fams = _check_args(count, fs, channels, samples, families, snr_db)
+    site_names = resolve_sites(sites)
+    if shard_size < 1:
+        raise UserError(f"--shard-size = {shard_size}; expected a positive number of windows")
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out}: already exists and is not an empty directory; "
+                        "choose a new directory (nothing was overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+    labels, _, _ = _plan(seed, count, fams, site_names)
+    shards = []
+    for k, start in enumerate(range(0, count, shard_size)):
+        stop = min(count, start + shard_size)
+        part = generate_windows(count, seed, list(site_names), fs, channels, samples, fams, snr_db, start, stop)
+        name = f"shard-{k:05d}.npz"
+        write_windows(out / name, part)
+        shards.append({"file": name, "count": stop - start,
+                       "sha256": hashlib.sha256((out / name).read_bytes()).hexdigest()})
+        if progress:
+            print(f"  {stop}/{count} windows", file=sys.stderr, flush=True)
+    manifest = {
+        "format": WINDOWS_FORMAT,
+        "generator": {"name": "stopewatch.synthetic", "version": GENERATOR_VERSION},
+        "seed": seed, "count": count, "fs": fs, "channels": channels, "samples": samples,
+        "channel_names": ["Z", "N", "E"] if channels == 3 else ["axis"],
+        "classes": list(fams),
+        "class_counts": {f: int(np.sum(labels == f)) for f in fams},
+        "sites": {name: SITES[name].as_dict() for name in site_names},
+        "train_sites": list(TRAIN_SITES), "heldout_sites": list(HELDOUT_SITES),
+        "snr_db": list(snr_db),
+        "snr_definition": "RMS of the event over its 5-95% energy span / RMS of the background (dB); "
+                          "NaN for noise windows",
+        "parameter_ranges": PARAMETER_RANGES,
+        "shards": shards,
+    }
+    write_manifest(out, manifest)
+    return manifest
+
+
+def write_stream_file(out: str | Path, seconds: float, seed: int, site: str | None = None, fs: float = 4000.0,
+                      channels: int = 3, families: list[str] | tuple[str, ...] = CLASSES,
+                      snr_db: tuple[float, float] = (-3.0, 30.0), rate_per_min: float = 6.0) -> Path:
+    """Write a continuous stream (SPEC.md format) with ground-truth onsets, labels and SNRs."""
+    from training.synthetic.stream import StreamSynth
+
+    if not 0 < seconds <= 24 * 3600:
+        raise UserError(f"--stream = {seconds:g}; expected a duration in seconds up to one day")
+    _check_args(1, fs, channels, 4096, families, snr_db)
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise UserError(f"--out {out}: a stream is one file; give it the .npz suffix")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: directory {out.parent} does not exist")
+    synth = StreamSynth(fs=fs, channels=channels, site=site, seed=seed, families=families,
+                        snr_db=snr_db, rate_per_min=rate_per_min)
+    total = int(round(seconds * fs))
+    block = int(fs)  # one second at a time, like the board
+    data = np.empty((channels, total), dtype=np.float32)
+    events: list[dict] = []
+    for at in range(0, total, block):
+        n = min(block, total - at)
+        data[:, at:at + n], new = synth.next_block(n)
+        events += new
+    events = [e for e in events if e["sample"] < total]
+    write_stream(out, Stream(
+        data, fs, synth.start_time, np.array(synth.channel_names),
+        np.array([e["sample"] for e in events], dtype=np.int64),
+        np.array([e["label"] for e in events], dtype=str),
+        np.array([e["snr_db"] for e in events], dtype=np.float32)))
+    return out

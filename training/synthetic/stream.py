@@ -1,0 +1,81 @@
+"""An endless synthetic recording with injected events: the board simulator's and the demo's source."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.vocabulary import CLASSES
+from training.synthetic.generate import recorded_event
+from training.synthetic.recording import Background, digitise, snr_gain
+from training.synthetic.sites import SITES, TRAIN_SITES
+
+# How long each family lasts in a stream (s); drilling and machinery go on for a while.
+DURATION_S = {"microseismic": (0.8, 0.8), "blast": (1.6, 1.6), "electrical": (0.8, 0.8),
+              "rockfall": (1.4, 1.4), "drilling": (3.0, 10.0), "mechanical": (4.0, 12.0)}
+PRE_S = 0.1  # the inserted buffer starts a little before the onset, so nothing of the event is cut
+GAP_S = 1.5  # quiet time between the end of one event and the next onset
+
+
+class StreamSynth:
+    """Continuous background of one site with events at random times (Poisson, ``rate_per_min``).
+
+    :meth:`next_block` returns (channels, n) float32 in physical units and the events whose onset
+    falls in that block, as ``{"sample", "label", "snr_db"}`` with the absolute onset sample.
+    """
+
+    def __init__(self, fs: float = 4000.0, channels: int = 3, site: str | None = None, seed: int = 0,
+                 families: list[str] | tuple[str, ...] = CLASSES, snr_db: tuple[float, float] = (-3.0, 30.0),
+                 rate_per_min: float = 6.0, start_time: str = "2026-01-01T00:00:00.000000Z"):
+        site = site or TRAIN_SITES[0]
+        if site not in SITES:
+            raise UserError(f"--site = {site!r}; allowed: {', '.join(SITES)}")
+        if rate_per_min < 0:
+            raise UserError(f"--events-per-min = {rate_per_min:g}; expected zero or more")
+        self.site, self.fs, self.channels = SITES[site], fs, channels
+        self.families = [f for f in families if f != "noise"]  # the background is the noise
+        self.snr_db, self.rate_per_min, self.start_time = snr_db, rate_per_min, start_time
+        self.channel_names = ["Z", "N", "E"] if channels == 3 else ["Z"]
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x57EA]))
+        self.background = Background(self.site, fs, channels, self.rng)
+        self.noise_rms = self.background.rms
+        self.position = 0
+        self._pending: list[tuple[int, np.ndarray]] = []
+        self._next_onset = self._draw_onset(int(2.0 * fs))
+
+    def _draw_onset(self, earliest: int) -> int | None:
+        if self.rate_per_min <= 0 or not self.families:
+            return None
+        return earliest + int(self.rng.exponential(60.0 / self.rate_per_min) * self.fs)
+
+    def _inject(self, onset: int) -> dict:
+        family = str(self.rng.choice(self.families))
+        lo, hi = DURATION_S[family]
+        n = int((PRE_S + self.rng.uniform(lo, hi)) * self.fs)
+        rec, _ = recorded_event(family, self.rng, self.site, self.fs, self.channels, n, PRE_S,
+                                allow_ongoing=False)
+        taper = min(n // 4, int(0.3 * self.fs))  # persistent sources fade out instead of stopping dead
+        rec[:, n - taper:] *= np.linspace(1.0, 0.0, taper)
+        snr = float(self.rng.uniform(*self.snr_db))
+        self._pending.append((onset - int(PRE_S * self.fs), snr_gain(rec, self.noise_rms, snr) * rec))
+        self._next_onset = self._draw_onset(onset + n + int(GAP_S * self.fs))
+        return {"sample": onset, "label": family, "snr_db": snr}
+
+    def next_block(self, n: int) -> tuple[np.ndarray, list[dict]]:
+        """The next ``n`` samples and the ground truth of events starting in them."""
+        start, stop = self.position, self.position + n
+        x = self.background.block(n)
+        events = []
+        while self._next_onset is not None and self._next_onset < stop:
+            events.append(self._inject(max(self._next_onset, start + int(PRE_S * self.fs))))
+        keep = []
+        for at, sig in self._pending:
+            a, b = max(at, start), min(at + sig.shape[1], stop)
+            if a < b:
+                x[:, a - start:b - start] += sig[:, a - at:b - at]
+            if at + sig.shape[1] > stop:
+                keep.append((at, sig))
+        self._pending = keep
+        self.position = stop
+        y, _, _ = digitise(x, self.site, self.noise_rms, self.rng, self.fs)
+        return y, events
