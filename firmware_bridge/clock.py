@@ -1,0 +1,127 @@
+"""Map the board's absolute sample index to UTC.
+
+With a disciplined board time stamp (GPS/PPS) in the frames, the time of a sample
+follows from the nearest time-stamped frame and the fitted sample rate. Without one,
+the only clock is the host's arrival time of each frame, which carries USB and
+scheduler latency: always positive, jittery by milliseconds, occasionally large.
+``SampleClock`` fits time = t0 + index / fs_true over a sliding history: the slope by
+least squares (it tracks the crystal's drift against the host clock), the offset from
+a low quantile of the residuals (the frames that arrived with the least delay), so the
+mapping stays within a few milliseconds of the true sampling time and moves smoothly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+
+
+def iso_utc(ns: int | float) -> str:
+    """ISO-8601 UTC with microseconds and a Z, e.g. 2026-01-01T00:00:00.000000Z."""
+    us = int(round(ns / 1000.0))
+    sec, frac = divmod(us, 1_000_000)
+    return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:06d}Z"
+
+
+def parse_iso_utc(text: str) -> int:
+    """Nanoseconds since the Unix epoch from an ISO-8601 time (naive times are taken as UTC)."""
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    us = (t - datetime(1970, 1, 1, tzinfo=UTC)) // _US
+    return int(us) * 1000
+
+
+_US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class SampleClock:
+    """Sample index -> UTC (ns since the epoch) for one board.
+
+    Call ``observe`` for every sample block: with its board time stamp when it has one,
+    otherwise with the host time (``time.time_ns()``) at which the block's last sample
+    arrived. ``time_ns(index)`` then gives the time of any sample index.
+
+    ``history`` is how many observations the fit uses; ``quantile`` is the residual
+    quantile taken as the no-latency line (low, so that delayed frames do not bias it).
+    """
+
+    def __init__(self, fs: float, *, history: int = 2048, quantile: float = 0.05,
+                 step_ns: int = 2_000_000_000) -> None:
+        self.fs = float(fs)
+        self.history = history
+        self.quantile = quantile
+        self.step_ns = step_ns  # a host-clock jump larger than this restarts the fit
+        self._idx = np.zeros(history, np.float64)
+        self._t = np.zeros(history, np.float64)
+        self._n = 0
+        self._head = 0
+        self._ref_idx = 0
+        self._ref_t = 0
+        self.disciplined = False
+        self.rate = self.fs  # fitted samples per second of the reference clock
+        self.offset_ns = 0.0  # fitted time of _ref_idx relative to _ref_t
+        self.restarts = 0
+
+    def reset(self) -> None:
+        """Forget the history (board restarted, or its sample index jumped)."""
+        self._n = 0
+        self._head = 0
+        self.disciplined = False
+        self.rate = self.fs
+
+    def observe(self, first_sample: int, n: int, *, board_ns: int | None = None,
+                host_ns: int | None = None) -> None:
+        """One block: its first sample index and length, plus either the board's time stamp of its first
+        sample (preferred, exact) or the host's arrival time of its last sample."""
+        if board_ns is not None:
+            self._add(first_sample, board_ns, disciplined=True)
+        elif host_ns is not None and not self.disciplined:
+            self._add(first_sample + n, host_ns, disciplined=False)
+
+    def _add(self, index: int, t_ns: int, disciplined: bool) -> None:
+        if self._n and disciplined != self.disciplined:
+            self.reset()
+        if self._n == 0:
+            self._ref_idx, self._ref_t = index, t_ns
+        elif abs(t_ns - self.time_ns(index)) > self.step_ns:
+            # The host clock stepped (NTP) or the board's index jumped: start the fit again.
+            self.restarts += 1
+            self.reset()
+            self._ref_idx, self._ref_t = index, t_ns
+        self.disciplined = disciplined
+        self._idx[self._head] = index - self._ref_idx
+        self._t[self._head] = t_ns - self._ref_t
+        self._head = (self._head + 1) % self.history
+        self._n = min(self._n + 1, self.history)
+        self._fit()
+
+    def _fit(self) -> None:
+        x = self._idx[:self._n]
+        y = self._t[:self._n]
+        if self._n >= 8 and np.ptp(x) > 0:
+            # Slope from least squares (latency jitter averages out); bounded to +-1000 ppm of nominal.
+            xm, ym = x.mean(), y.mean()
+            slope = float(((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum())
+            nominal = 1e9 / self.fs
+            slope = min(max(slope, nominal * 0.999), nominal * 1.001)
+        else:
+            slope = 1e9 / self.fs
+        resid = y - slope * x
+        if self.disciplined:
+            offset = float(np.median(resid))
+        else:
+            offset = float(np.quantile(resid, self.quantile)) if self._n >= 8 else float(resid.min())
+        self.rate = 1e9 / slope
+        self.offset_ns = offset
+
+    def time_ns(self, index: int | float) -> int:
+        """UTC of sample ``index`` in ns since the epoch (raises if nothing was observed yet)."""
+        if self._n == 0:
+            raise RuntimeError("SampleClock: no block observed yet")
+        return int(round(self._ref_t + self.offset_ns + (index - self._ref_idx) * 1e9 / self.rate))
+
+    def iso(self, index: int | float) -> str:
+        """UTC of sample ``index`` as ISO-8601 with microseconds."""
+        return iso_utc(self.time_ns(index))
