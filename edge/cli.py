@@ -52,6 +52,26 @@ def _cmd_dataset_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dataset_import(args: argparse.Namespace) -> int:
+    from training.records import import_records
+
+    manifest = import_records(
+        args.out, args.labels, args.records, fs=args.fs, samples=args.samples, pre=args.pre,
+        channels=args.channels, units=args.units, site=args.site, strict=args.strict,
+        shard_size=args.shard_size)
+    counts = ", ".join(f"{k} {v}" for k, v in manifest["class_counts"].items() if v)
+    print(f"wrote {manifest['count']} windows to {args.out} ({counts}); skipped {manifest['skipped']} rows")
+    return 0
+
+
+def _cmd_dataset_gallery(args: argparse.Namespace) -> int:
+    from training.gallery import write_gallery
+
+    picked = write_gallery(args.data, args.out, seed=args.seed, onset_s=args.onset)
+    print(f"wrote {args.out} ({len(picked)} classes shown)")
+    return 0
+
+
 def _add_dataset(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dataset", help="generate, import and inspect window datasets")
     dsub = p.add_subparsers(dest="dataset_cmd", required=True, metavar="{generate,import,gallery}")
@@ -72,6 +92,32 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--events-per-min", type=float, default=6.0, help="event rate of a --stream (default 6)")
     g.add_argument("--quiet", action="store_true", help="no progress output")
     g.set_defaults(func=_cmd_dataset_generate)
+
+    im = dsub.add_parser("import", help="cut labelled windows from the mine's own records "
+                         "(miniSEED, SAC, CSV, stream .npz)")
+    im.add_argument("records", nargs="*", metavar="RECORD",
+                    help="record files or directories (default: the labels' 'file' column)")
+    im.add_argument("--labels", required=True, help="CSV: file or station, start_time (onset), label[, site]")
+    im.add_argument("--out", required=True, help="output dataset directory (new or empty)")
+    im.add_argument("--fs", type=float, default=4000.0, help="window sampling rate in Hz (default 4000)")
+    im.add_argument("--samples", type=int, default=4096, help="samples per window (default 4096)")
+    im.add_argument("--pre", type=float, default=0.256, help="seconds before the onset (default 0.256)")
+    im.add_argument("--channels", type=int, default=3, choices=(1, 3), help="3 = Z,N,E; 1 = Z only")
+    im.add_argument("--units", default="counts", help="units of the record values, noted in the manifest "
+                    "(default counts)")
+    im.add_argument("--site", help="site name for rows without a 'site' column value")
+    im.add_argument("--strict", action="store_true",
+                    help="fail on a row whose window does not fit its record (default: skip, warn)")
+    im.add_argument("--shard-size", type=int, default=1000, help="windows per shard file (default 1000)")
+    im.set_defaults(func=_cmd_dataset_import)
+
+    ga = dsub.add_parser("gallery", help="plot one waveform and spectrogram per class (PNG)")
+    ga.add_argument("data", metavar="DATA", help="window dataset (.npz file or sharded directory)")
+    ga.add_argument("--out", required=True, help="output .png file")
+    ga.add_argument("--seed", type=int, help="pick a random window per class (default: the median-SNR one)")
+    ga.add_argument("--onset", type=float, help="onset time in the window in seconds, drawn as a line "
+                    "(default: the manifest's onset_s)")
+    ga.set_defaults(func=_cmd_dataset_gallery)
 
 
 # --------------------------------------------------------------------------- main
