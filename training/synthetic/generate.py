@@ -33,7 +33,7 @@ BLAST_HOURS = (6, 18)  # production blasts fire at shift change
 PARAMETER_RANGES = {
     "onset_s": [ONSET_S - ONSET_JITTER_S, ONSET_S + ONSET_JITTER_S],
     "microseismic": {"mw": [-3.0, 1.0], "stress_drop_mpa": [0.1, 10.0], "beta_m_s": [3000, 3500],
-                     "vp_vs": [1.65, 1.8], "distance_m": [30, 1000], "s_p_ratio": "(vp/vs)^3 x [0.6, 1.5]",
+                     "vp_vs": [1.65, 1.8], "distance_m": [30, 1000], "s_p_ratio": "(vp/vs)^3 x [0.9, 2.0]",
                      "coda_tau_s": "[0.012, 0.05] + 0.3 (S-P)"},
     "blast": {"charges": [2, 12], "delay_ms": [17, 100], "mw": [-1.0, 1.5], "distance_m": [40, 1500],
               "s_p_ratio": [0.2, 0.8], "coda_tau_s": [0.06, 0.3]},

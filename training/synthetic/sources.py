@@ -131,7 +131,7 @@ def microseismic(rng: np.random.Generator, grid: Grid, onset: float, q_range: tu
     tp, ts = dist / alpha, dist / beta
     t_sp = ts - tp
     # S/P displacement ratio (alpha/beta)^3 ~ 5, times a radiation-pattern draw.
-    s_ratio = (alpha / beta) ** 3 * rng.uniform(0.6, 1.5)
+    s_ratio = (alpha / beta) ** 3 * rng.uniform(0.9, 2.0)
     p = np.fft.irfft(brune_velocity(f, fc_p) * attenuation(f, tp / qp) * delays(f, np.array([onset]),
                      np.ones(1)), n=grid.n)
     s = np.fft.irfft(s_ratio * brune_velocity(f, fc_s) * attenuation(f, ts / qs)
@@ -279,7 +279,7 @@ def mechanical(rng: np.random.Generator, grid: Grid, onset: float, q_range: tupl
             signal += amp * rng.uniform(0.3, 1.0, (ZNE, 1)) * np.sin(h * phase + rng.uniform(0, 2 * np.pi, (ZNE, 1)))
         meta["f1_hz"] = f1
     if kind in ("rumble", "both"):
-        lo, hi = rng.uniform(10.0, 60.0), rng.uniform(120.0, min(700.0, 0.45 * grid.fs))
+        lo, hi = rng.uniform(10.0, 60.0), rng.uniform(min(120.0, 0.3 * grid.fs), min(700.0, 0.45 * grid.fs))
         band = 1.0 / np.sqrt(1.0 + (lo / np.maximum(grid.f, 1e-3)) ** 4) / np.sqrt(1.0 + (grid.f / hi) ** 4)
         shared = _smooth_noise(rng, grid, band, 1)
         own = _smooth_noise(rng, grid, band, ZNE)
