@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge.cli import main
-from edge.formats import WindowSet, write_manifest, write_windows
+from edge.formats import WindowSet, read_windows, write_manifest, write_windows
 from edge.vocabulary import CLASSES
 from training.gallery import DPI, FIGSIZE, pick_representatives
 
@@ -91,3 +91,16 @@ def test_gallery_bad_inputs(tmp_path, capsys):
     write_windows(path, toy_windows(np.random.default_rng(0), 1, ("blast",)))
     assert main(["dataset", "gallery", str(path), "--out", str(tmp_path / "g.jpg")]) == 2
     assert ".png" in capsys.readouterr().err
+
+
+def test_gallery_of_the_synthetic_generator(tmp_path, capsys):
+    generate = pytest.importorskip("training.synthetic.generate")
+    ds = tmp_path / "synth"
+    generate.write_window_dataset(ds, count=18, seed=5, progress=False)
+    out = tmp_path / "synth.png"
+    assert main(["dataset", "gallery", str(ds), "--out", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert f"{len(set(read_windows(ds).labels.tolist()))} classes" in shown
+    img = imread(out)
+    assert img.shape[:2] == (round(FIGSIZE[1] * DPI), round(FIGSIZE[0] * DPI))
+    assert np.any(img[..., :3] < 0.95, axis=-1).mean() > 0.25

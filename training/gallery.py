@@ -87,6 +87,15 @@ def _dataset_info(data: str | os.PathLike) -> dict:
     return read_manifest(path) if path.is_dir() else {}
 
 
+def _units(info: dict) -> str:
+    """The manifest's units, or the one unit all its site profiles share, else 'amplitude'."""
+    if isinstance(info.get("units"), str):
+        return info["units"]
+    sites = info.get("sites")
+    units = {s.get("units") for s in sites.values() if isinstance(s, dict)} if isinstance(sites, dict) else set()
+    return units.pop() if len(units) == 1 and None not in units else "amplitude"
+
+
 def _title(cls: str, w: dict) -> str:
     parts = [f"{cls}  (window {w['index']})"]
     if w["site"]:
@@ -101,7 +110,8 @@ def write_gallery(data: str | os.PathLike, out: str | os.PathLike, *, seed: int 
     """Plot the gallery of ``data`` to the PNG ``out``; returns the window index shown per class.
 
     ``onset_s`` (seconds into the window) is drawn as a dashed line; by default it is the
-    manifest's ``onset_s`` when the dataset is a directory that records it.
+    manifest's ``onset_s`` when the dataset is a directory that records it (imported data),
+    else the manifest's ``parameter_ranges.onset_s`` span is shaded (synthetic data).
     """
     out = Path(out)
     if out.suffix.lower() != ".png":
@@ -115,7 +125,10 @@ def write_gallery(data: str | os.PathLike, out: str | os.PathLike, *, seed: int 
     info = _dataset_info(data)
     if onset_s is None and isinstance(info.get("onset_s"), int | float):
         onset_s = float(info["onset_s"])
-    units = str(info.get("units", "amplitude"))
+    onset_range = (info.get("parameter_ranges") or {}).get("onset_s")  # the generator's jittered onsets
+    if not (isinstance(onset_range, list) and len(onset_range) == 2):
+        onset_range = None
+    units = _units(info)
     labels, score, has_snr, _ = _survey(data)
     picked = pick_representatives(labels, score, seed)
     windows = _fetch(data, picked)
@@ -152,9 +165,14 @@ def write_gallery(data: str | os.PathLike, out: str | os.PathLike, *, seed: int 
         ax_s.set_xlim(0.0, x.size / fs)
         ax_s.set_ylabel("Hz", fontsize=9)
         fig.colorbar(mesh, ax=ax_s, pad=0.01, label="dB")
-        if onset_s is not None:
-            for ax in (ax_w, ax_s):
+        for ax in (ax_w, ax_s):
+            if onset_s is not None:
                 ax.axvline(onset_s, color="tab:cyan", ls="--", lw=1.0)
+            elif onset_range is not None and ax is ax_w:
+                ax.axvspan(*onset_range, color="tab:cyan", alpha=0.2, lw=0)
+            elif onset_range is not None:
+                for t_on in onset_range:
+                    ax.axvline(t_on, color="tab:cyan", ls=":", lw=1.0)
         if row == len(CLASSES) - 1:
             ax_w.set_xlabel("time in window (s)")
             ax_s.set_xlabel("time in window (s)")

@@ -42,6 +42,7 @@ manifest; ``strict=True`` makes it an error instead. Every other bad input is an
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import math
 import os
@@ -597,7 +598,7 @@ def _cut_all(tmp: Path, index: RecordIndex, plan: dict[str, list[LabelRow]], lab
     def flush() -> None:
         if not buf:
             return
-        name = f"windows-{len(shards):05d}.npz"
+        name = f"shard-{len(shards):05d}.npz"
         rows = [r for r, _ in buf]
         ws = WindowSet(
             np.stack([w for _, w in buf]), np.array([r.label for r in rows]), fs,
@@ -606,7 +607,8 @@ def _cut_all(tmp: Path, index: RecordIndex, plan: dict[str, list[LabelRow]], lab
             np.array([r.site or site for r in rows]) if any_site else None,
             np.array([iso(r.onset) for r in rows]))
         write_windows(tmp / name, ws)
-        shards.append({"file": name, "count": len(rows), "label_lines": [r.line for r in rows]})
+        shards.append({"file": name, "count": len(rows), "label_lines": [r.line for r in rows],
+                       "sha256": hashlib.sha256((tmp / name).read_bytes()).hexdigest()})
         for r in rows:
             class_counts[r.label] += 1
         buf.clear()
@@ -638,7 +640,7 @@ def _cut_all(tmp: Path, index: RecordIndex, plan: dict[str, list[LabelRow]], lab
     manifest = {
         "format": WINDOWS_FORMAT, "source": "import", "count": count, "class_counts": class_counts,
         "shards": shards, "fs": fs, "channels": channels,
-        "channel_order": ["Z"] if channels == 1 else ["Z", "N", "E"],
+        "channel_names": ["Z"] if channels == 1 else ["Z", "N", "E"],
         "samples": samples, "units": units, "onset_s": pre, "labels_file": str(labels),
         "records": sources, "skipped": len(skipped), "skipped_rows": skipped, "strict": strict,
     }
