@@ -9,6 +9,7 @@ up as one reported gap.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -70,10 +71,8 @@ class SerialReader:
 
     def _close(self) -> None:
         if self._port is not None:
-            try:
+            with contextlib.suppress(Exception):  # the device is gone; closing is best effort
                 self._port.close()
-            except Exception:  # noqa: BLE001 - the device is gone; closing is best effort
-                pass
             self._port = None
 
     def chunks(self) -> Iterator[bytes]:
