@@ -316,3 +316,16 @@ def test_installed_entry_point(tmp_path, mseed_10k):
     ok = subprocess.run([str(exe), *import_args(tmp_path, labels, mseed_10k)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert read_windows(tmp_path / "ds").waveforms.shape == (1, 3, 4096)
+
+
+def test_resampling_next_to_a_gap_uses_only_real_samples():
+    from training.records import Channel, cut_channel
+
+    fs0 = 10_000.0
+    t = np.arange(30_000) / fs0
+    x = 100.0 * np.sin(2 * np.pi * 300.0 * t)
+    x[9_990:10_000] = np.nan  # gap ends 10 samples before the window opens at sample 10 000
+    w = cut_channel(Channel("HHZ", fs0, T0, x.size, x), T0 + timedelta(seconds=1.0), 4096, 4000.0)
+    assert np.all(np.isfinite(w))
+    expected = 100.0 * np.sin(2 * np.pi * 300.0 * (1.0 + np.arange(4096) / 4000.0))
+    assert np.max(np.abs(w[50:] - expected[50:])) < 2.0  # away from the gap's edge: exact resampling

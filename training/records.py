@@ -80,6 +80,14 @@ class Channel:
     start: datetime
     npts: int
     data: np.ndarray | None = None  # None when only the header was read
+    _missing: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def missing(self) -> np.ndarray:
+        """Sorted indices of missing samples (NaN), found once per channel, not once per window."""
+        if self._missing is None:
+            self._missing = np.flatnonzero(np.isnan(self.data))
+        return self._missing
 
     @property
     def component(self) -> str:
@@ -466,12 +474,11 @@ def rational_ratio(fs: float, native_fs: float) -> tuple[int, int]:
     return frac.numerator, frac.denominator
 
 
-def _valid_run(data: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
-    """The bounds of the gap-free run of samples around ``[lo, hi)`` (which holds no NaN)."""
-    bad = np.flatnonzero(np.isnan(data))
-    before = bad[bad < lo]
-    after = bad[bad >= hi]
-    return (int(before[-1]) + 1 if before.size else 0), (int(after[0]) if after.size else data.size)
+def _valid_run(missing: np.ndarray, npts: int, lo: int, hi: int) -> tuple[int, int]:
+    """The bounds of the gap-free run of samples around ``[lo, hi)`` (which holds no missing sample)."""
+    i = int(np.searchsorted(missing, lo))
+    j = int(np.searchsorted(missing, hi))
+    return (int(missing[i - 1]) + 1 if i > 0 else 0), (int(missing[j]) if j < missing.size else npts)
 
 
 def cut_channel(ch: Channel, window_start: datetime, samples: int, fs: float) -> np.ndarray:
@@ -493,9 +500,9 @@ def cut_channel(ch: Channel, window_start: datetime, samples: int, fs: float) ->
         raise Uncuttable(f"window ends {(pos + span - ch.npts) / ch.fs:.4f} s after channel {ch.name} ends "
                          f"({iso(ch.end)})")
     lo, hi = max(0, math.floor(pos)), min(ch.npts, math.ceil(pos + span))
-    nan = np.flatnonzero(np.isnan(ch.data[lo:hi]))
+    nan = ch.missing[np.searchsorted(ch.missing, lo):np.searchsorted(ch.missing, hi)]
     if nan.size:
-        at = ch.start + timedelta(seconds=(lo + int(nan[0])) / ch.fs)
+        at = ch.start + timedelta(seconds=int(nan[0]) / ch.fs)
         raise Uncuttable(f"window crosses a gap in channel {ch.name} at {iso(at)} "
                          f"({nan.size} missing samples)")
     up, down = rational_ratio(fs, ch.fs)
@@ -503,7 +510,7 @@ def cut_channel(ch: Channel, window_start: datetime, samples: int, fs: float) ->
     # The segment starts a whole number of `down` native samples before `lo`, so that the
     # resampled grid passes through native sample `lo` exactly.
     margin = 0 if up == down == 1 else math.ceil(10 * max(up, down) / up) + 2
-    run_lo, run_hi = _valid_run(ch.data, lo, hi)
+    run_lo, run_hi = _valid_run(ch.missing, ch.npts, lo, hi)
     a = lo - down * min(math.ceil(margin / down), (lo - run_lo) // down)
     b = min(run_hi, hi + margin)
     seg = ch.data[a:b]
