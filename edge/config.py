@@ -1,0 +1,245 @@
+"""The gateway daemon's configuration: one TOML file, validated at start.
+
+Every error names the file, the key path, the bad value and what is allowed,
+in one line. Unknown keys are errors too (a typo must not silently fall back to
+a default underground). ``edge/stopewatch.example.toml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from edge.errors import UserError
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # safe inside an MQTT topic and a file name
+
+
+@dataclass
+class NodeConfig:
+    """Who this gateway is and where it keeps its state."""
+
+    site: str = "demo-site"
+    node: str = "node-01"
+    prefix: str = "stopewatch/v1"
+    state_dir: str = "/var/lib/stopewatch"
+
+
+@dataclass
+class BoardConfig:
+    """The ADC board's serial link (firmware_bridge)."""
+
+    port: str = "/dev/ttyACM0"  # any pyserial URL: device path, pty, socket://host:port, or a file
+    baudrate: int = 921600
+    text_mode: bool = False
+    counts_per_unit: float = 1.0e9  # ADC counts per physical unit (e.g. counts per m/s)
+    units: str = "m/s"
+    text_fs: float = 4000.0  # sampling rate of a text-mode board (binary frames carry their own)
+    reconnect_max_s: float = 30.0
+
+
+@dataclass
+class ModelConfig:
+    """The classifier: a directory with model.tflite and model_card.json."""
+
+    path: str = "models/triaxial"
+    threads: int = 1
+
+
+@dataclass
+class TriggerConfig:
+    """Band-pass, STA/LTA and the event trigger."""
+
+    highpass_hz: float = 20.0
+    lowpass_hz: float = 1500.0
+    method: str = "recursive"  # recursive | classic
+    sta_s: float = 0.02
+    lta_s: float = 2.0
+    on: float = 4.0
+    off: float = 1.8
+    coincidence: int = 1  # channels that must be triggered together
+    min_duration_s: float = 0.01
+    max_duration_s: float = 20.0
+    refractory_s: float = 1.0  # after an event closes, new triggers within this time extend nothing
+    pre_s: float = 0.256  # window start before the trigger (should match the model's onset)
+
+
+@dataclass
+class MqttConfig:
+    """The broker on the surface."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    protocol: str = "5"  # 5 | 3.1.1
+    client_id: str = ""  # default: stopewatch-{site}-{node}
+    keepalive_s: int = 30
+    username: str = ""
+    password_file: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    publish_waveforms: bool = False
+
+
+@dataclass
+class OutboxConfig:
+    """The durable on-disk queue of events not yet acknowledged by the broker."""
+
+    path: str = ""  # default: {state_dir}/outbox.sqlite
+    max_events: int = 100_000
+
+
+@dataclass
+class HealthConfig:
+    """Periodic health messages."""
+
+    interval_s: float = 60.0
+
+
+@dataclass
+class Config:
+    """The whole daemon configuration."""
+
+    node: NodeConfig = field(default_factory=NodeConfig)
+    board: BoardConfig = field(default_factory=BoardConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trigger: TriggerConfig = field(default_factory=TriggerConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    source: str = "<defaults>"
+
+    @property
+    def outbox_path(self) -> Path:
+        return Path(self.outbox.path) if self.outbox.path else Path(self.node.state_dir) / "outbox.sqlite"
+
+    @property
+    def topic_root(self) -> str:
+        return f"{self.node.prefix}/{self.node.site}/{self.node.node}"
+
+
+# Allowed values and ranges beyond the type, as (key path -> check, description of what is allowed).
+_CHOICES = {"trigger.method": ("recursive", "classic"), "mqtt.protocol": ("5", "3.1.1")}
+_POSITIVE = {"board.baudrate", "board.counts_per_unit", "board.text_fs", "board.reconnect_max_s", "model.threads",
+             "trigger.highpass_hz", "trigger.lowpass_hz", "trigger.sta_s", "trigger.lta_s", "trigger.on",
+             "trigger.off", "trigger.coincidence", "trigger.min_duration_s", "trigger.max_duration_s",
+             "mqtt.port", "mqtt.keepalive_s", "outbox.max_events", "health.interval_s"}
+_NON_NEGATIVE = {"trigger.refractory_s", "trigger.pre_s"}
+
+
+def _coerce(value: Any, kind: type, where: str) -> Any:
+    """Check ``value`` against the field's type; ints are accepted for floats, nothing else is converted."""
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+          str: lambda v: isinstance(v, str)}[kind]
+    if kind is str and isinstance(value, int | float) and not isinstance(value, bool) and where == "mqtt.protocol":
+        value = str(value)  # protocol = 5 is natural to write
+    if not ok(value):
+        raise UserError(f"{where} = {value!r}; expected {'a finite number' if kind is float else kind.__name__}")
+    return float(value) if kind is float else value
+
+
+def _section(cls: type, table: Any, path: str, source: str) -> Any:
+    if not isinstance(table, dict):
+        raise UserError(f"{source}: [{path}] must be a table of keys")
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(table) - set(names))
+    if unknown:
+        raise UserError(f"{source}: unknown key {path}.{unknown[0]}; allowed in [{path}]: {', '.join(names)}")
+    values = {}
+    for name in names:
+        if name in table:
+            where = f"{path}.{name}"
+            try:
+                values[name] = _coerce(table[name], hints[name], where)
+            except UserError as exc:
+                raise UserError(f"{source}: {exc}") from None
+    return cls(**values)
+
+
+def _check(cfg: Config) -> None:
+    src = cfg.source
+    for section in fields(Config):
+        if section.name == "source":
+            continue
+        obj = getattr(cfg, section.name)
+        for f in fields(obj):
+            where, value = f"{section.name}.{f.name}", getattr(obj, f.name)
+            if where in _CHOICES and value not in _CHOICES[where]:
+                raise UserError(f"{src}: {where} = {value!r}; allowed: {', '.join(_CHOICES[where])}")
+            if where in _POSITIVE and value <= 0:
+                raise UserError(f"{src}: {where} = {value!r}; expected a positive number")
+            if where in _NON_NEGATIVE and value < 0:
+                raise UserError(f"{src}: {where} = {value!r}; expected zero or more")
+    for key in ("site", "node"):
+        value = getattr(cfg.node, key)
+        if not _NAME.match(value):
+            raise UserError(f"{src}: node.{key} = {value!r}; allowed: 1-64 letters, digits, '.', '_' or '-' "
+                            "(it becomes part of the MQTT topic)")
+    if any(c in cfg.node.prefix for c in "#+") or cfg.node.prefix.endswith("/") or not cfg.node.prefix:
+        raise UserError(f"{src}: node.prefix = {cfg.node.prefix!r}; expected a topic prefix without "
+                        "wildcards or a trailing '/'")
+    t = cfg.trigger
+    if t.off >= t.on:
+        raise UserError(f"{src}: trigger.off = {t.off:g}; must be below trigger.on = {t.on:g} (hysteresis)")
+    if t.lta_s <= t.sta_s:
+        raise UserError(f"{src}: trigger.lta_s = {t.lta_s:g}; must be longer than trigger.sta_s = {t.sta_s:g}")
+    if t.highpass_hz >= t.lowpass_hz:
+        raise UserError(f"{src}: trigger.highpass_hz = {t.highpass_hz:g}; must be below trigger.lowpass_hz")
+    if t.min_duration_s > t.max_duration_s:
+        raise UserError(f"{src}: trigger.min_duration_s = {t.min_duration_s:g}; must not exceed max_duration_s")
+    m = cfg.mqtt
+    if m.port > 65535:
+        raise UserError(f"{src}: mqtt.port = {m.port}; expected 1-65535")
+    if m.tls and not m.ca_file:
+        raise UserError(f"{src}: mqtt.tls = true needs mqtt.ca_file (the CA that signed the broker's certificate)")
+    if bool(m.cert_file) != bool(m.key_file):
+        raise UserError(f"{src}: mqtt.cert_file and mqtt.key_file go together (client certificate and its key)")
+    for key in ("password_file", "ca_file", "cert_file", "key_file"):
+        path = getattr(m, key)
+        if path and not Path(path).is_file():
+            raise UserError(f"{src}: mqtt.{key} = {path!r}; no such file")
+    if m.password_file and not m.username:
+        raise UserError(f"{src}: mqtt.password_file is set but mqtt.username is empty")
+
+
+def parse_config(data: dict, source: str = "<config>") -> Config:
+    """Build and validate a :class:`Config` from a parsed TOML mapping."""
+    sections = {f.name: f for f in fields(Config) if f.name != "source"}
+    unknown = sorted(set(data) - set(sections))
+    if unknown:
+        raise UserError(f"{source}: unknown section [{unknown[0]}]; allowed: {', '.join(sections)}")
+    hints = get_type_hints(Config)
+    cfg = Config(source=source, **{name: _section(hints[name], data.get(name, {}), name, source)
+                                   for name in sections})
+    _check(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the daemon's TOML configuration file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such configuration file "
+                        "(start from edge/stopewatch.example.toml)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML ({exc})") from None
+    return parse_config(data, str(path))
+
+
+def password(cfg: MqttConfig) -> str | None:
+    """The broker password, read from its file at connect time (never stored in the config)."""
+    if not cfg.password_file:
+        return None
+    return Path(cfg.password_file).read_text().strip()
