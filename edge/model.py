@@ -1,0 +1,248 @@
+"""The gateway's classifier: model card, LiteRT interpreter, calibrated probabilities.
+
+A model is a directory holding ``model.tflite`` (int8) and ``model_card.json``; the
+card states the input the model expects (channels, samples, rate, preprocessing,
+input quantization), the class order, the softmax temperature fitted on
+validation data and the confidence below which the answer is ``unknown``.
+
+TensorFlow is never imported here: the interpreter is ``ai_edge_litert``, then
+``tflite_runtime``; ``tensorflow.lite`` is used only if neither is installed and
+TensorFlow happens to be (a training machine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.preprocess import PreprocessParams, adapt_channels, preprocess
+from edge.vocabulary import UNKNOWN
+
+CARD = "model_card.json"
+TFLITE = "model.tflite"
+CARD_FORMAT = "stopewatch.model_card/1"
+_REQUIRED = {
+    "name": str, "version": str, "sha256": str, "classes": list, "fs": (int, float), "channels": int,
+    "samples": int, "preprocessing": dict, "input_quantization": dict, "temperature": (int, float),
+    "unknown_threshold": (int, float),
+}
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 16), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_interpreter_class():
+    """The TFLite interpreter class: ai_edge_litert, else tflite_runtime, else tensorflow.lite if present."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+        return Interpreter
+    except ImportError:
+        pass
+    if importlib.util.find_spec("tensorflow") is not None:
+        import tensorflow as tf
+        return tf.lite.Interpreter
+    raise UserError("no TFLite interpreter installed: pip install ai-edge-litert "
+                    "(or tflite-runtime on older systems)")
+
+
+def resolve_model(path: str | Path) -> tuple[Path, Path]:
+    """(tflite file, card file) for a model directory or a .tflite file next to its card."""
+    path = Path(path)
+    if path.is_dir():
+        tfl, card = path / TFLITE, path / CARD
+    elif path.suffix == ".tflite":
+        tfl, card = path, path.with_name(CARD)
+    else:
+        raise UserError(f"{path}: not a model (expected a directory with {TFLITE} and {CARD}, or a .tflite file)")
+    for f in (tfl, card):
+        if not f.is_file():
+            raise UserError(f"{f}: no such file (a model needs {TFLITE} and {CARD} side by side)")
+    return tfl, card
+
+
+def validate_card(card: dict, where: str) -> dict:
+    """Check the card's keys, types and values; raise a UserError naming the bad key."""
+    if not isinstance(card, dict):
+        raise UserError(f"{where}: expected a JSON object")
+    for key, typ in _REQUIRED.items():
+        if key not in card:
+            raise UserError(f"{where}: missing key '{key}'")
+        if not isinstance(card[key], typ) or isinstance(card[key], bool):
+            raise UserError(f"{where}: key '{key}' = {card[key]!r} has the wrong type")
+    classes = card["classes"]
+    if not classes or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+        raise UserError(f"{where}: key 'classes' = {classes!r}; expected distinct class names")
+    if card["channels"] not in (1, 3):
+        raise UserError(f"{where}: key 'channels' = {card['channels']}; allowed: 1, 3")
+    if not card["temperature"] > 0:
+        raise UserError(f"{where}: key 'temperature' = {card['temperature']}; must be > 0")
+    if not 0 <= card["unknown_threshold"] <= 1:
+        raise UserError(f"{where}: key 'unknown_threshold' = {card['unknown_threshold']}; allowed 0..1")
+    PreprocessParams.from_dict(card["preprocessing"], f"{where}: key 'preprocessing'")
+    q = card["input_quantization"]
+    for k in ("scale", "zero_point"):
+        if not isinstance(q.get(k), (int, float)):
+            raise UserError(f"{where}: key 'input_quantization.{k}' missing or not a number")
+    policy = card.get("channel_policy", "strict")
+    if policy not in ("strict", "first", "zero_fill", "any"):
+        raise UserError(f"{where}: key 'channel_policy' = {policy!r}; allowed: strict, first, zero_fill, any")
+    return card
+
+
+def read_card(path: str | Path) -> dict:
+    """Read and validate a model card."""
+    path = Path(path)
+    try:
+        card = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return validate_card(card, str(path))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Temperature-scaled softmax over the last axis (numerically stable)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def normalised_entropy(p: np.ndarray) -> np.ndarray:
+    """Shannon entropy of each probability row divided by log(K): 0 = certain, 1 = uniform."""
+    p = np.asarray(p, dtype=np.float64)
+    h = -np.sum(np.where(p > 0, p * np.log(np.maximum(p, 1e-300)), 0.0), axis=-1)
+    return h / math.log(p.shape[-1])
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
+    """Affine quantization q = round(x / scale) + zero_point, saturated to the integer type."""
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, dtype=np.float32) / np.float32(scale)) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Inverse of :func:`quantize` (float32)."""
+    return (np.asarray(q, dtype=np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+
+class Classifier:
+    """A shipped model: preprocess raw windows, run the TFLite interpreter, calibrate, decide ``unknown``.
+
+    ``path`` is a model directory or a .tflite file next to its card (e.g. ``model_float.tflite``,
+    checked against the card's ``files`` hashes). ``check_hash=False`` skips the sha256 check.
+    """
+
+    def __init__(self, path: str | Path, num_threads: int = 1, check_hash: bool = True):
+        self.tflite_path, self.card_path = resolve_model(path)
+        self.card = read_card(self.card_path)
+        if check_hash:
+            want = self.card.get("files", {}).get(self.tflite_path.name)
+            if want is None and self.tflite_path.name == TFLITE:
+                want = self.card["sha256"]
+            got = sha256_file(self.tflite_path)
+            if want is None or got != want:
+                raise UserError(f"{self.tflite_path}: sha256 {got[:12]}... does not match its card "
+                                f"{self.card_path} ({str(want)[:12]}...); the model or card was altered")
+        self.classes: list[str] = list(self.card["classes"])
+        self.params = PreprocessParams.from_dict(self.card["preprocessing"])
+        self.channels = int(self.card["channels"])
+        self.samples = int(self.card["samples"])
+        self.temperature = float(self.card["temperature"])
+        self.threshold = float(self.card["unknown_threshold"])
+        self.channel_policy = self.card.get("channel_policy", "strict")
+        interpreter_cls = load_interpreter_class()
+        try:
+            self.interpreter = interpreter_cls(model_path=str(self.tflite_path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise UserError(f"{self.tflite_path}: the interpreter cannot load it ({exc})") from None
+        self._in = self.interpreter.get_input_details()[0]
+        self._out = self.interpreter.get_output_details()[0]
+        want_shape = (1, self.samples, self.channels)
+        if tuple(self._in["shape"]) != want_shape:
+            raise UserError(f"{self.tflite_path}: input shape {tuple(self._in['shape'])} does not match its card "
+                            f"{want_shape} (batch, samples, channels)")
+        if tuple(self._out["shape"]) != (1, len(self.classes)):
+            raise UserError(f"{self.tflite_path}: output shape {tuple(self._out['shape'])} does not match "
+                            f"the card's {len(self.classes)} classes")
+        self.input_dtype = np.dtype(self._in["dtype"])
+
+    @property
+    def is_quantized(self) -> bool:
+        """True when the interpreter takes int8 input."""
+        return self.input_dtype == np.int8
+
+    def prepare(self, waveforms: np.ndarray, fs: float) -> np.ndarray:
+        """Raw windows (n, channels, samples) at ``fs`` -> model input (n, channels, samples) float32."""
+        x = np.asarray(waveforms, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3:
+            raise UserError(f"windows have shape {x.shape}; expected (n, channels, samples)")
+        x = adapt_channels(x, self.channels, self.channel_policy)
+        return preprocess(x, fs, self.params)
+
+    def logits_prepared(self, x: np.ndarray) -> np.ndarray:
+        """Dequantized logits (n, classes) of preprocessed windows (n, channels, samples)."""
+        inp, out = self._in, self._out
+        result = np.empty((x.shape[0], len(self.classes)), dtype=np.float32)
+        for i in range(x.shape[0]):
+            window = np.ascontiguousarray(x[i].T[None])  # (1, samples, channels)
+            if self.is_quantized:
+                scale, zp = inp["quantization"]
+                window = quantize(window, scale, zp)
+            self.interpreter.set_tensor(inp["index"], window.astype(self.input_dtype, copy=False))
+            self.interpreter.invoke()
+            y = self.interpreter.get_tensor(out["index"])[0]
+            if np.dtype(out["dtype"]) == np.int8:
+                y = dequantize(y, *out["quantization"])
+            result[i] = y
+        return result
+
+    def probabilities(self, waveforms: np.ndarray, fs: float) -> np.ndarray:
+        """Calibrated class probabilities (n, classes) of raw windows."""
+        return softmax(self.logits_prepared(self.prepare(waveforms, fs)), self.temperature)
+
+    def decide(self, probs: np.ndarray) -> list[dict]:
+        """SPEC.md classification fields for each probability row: label (or unknown), confidence, ..."""
+        ent = normalised_entropy(probs)
+        out = []
+        for p, h in zip(probs, ent, strict=True):
+            k = int(np.argmax(p))
+            conf = float(p[k])
+            out.append({
+                "label": self.classes[k] if conf >= self.threshold else UNKNOWN,
+                "confidence": round(conf, 6),
+                "probabilities": {c: round(float(v), 6) for c, v in zip(self.classes, p, strict=True)},
+                "entropy": round(float(h), 6),
+            })
+        return out
+
+    def classify(self, waveforms: np.ndarray, fs: float) -> list[dict]:
+        """Classify raw windows (n, channels, samples) at ``fs``; one SPEC.md field dict per window."""
+        return self.decide(self.probabilities(waveforms, fs))
+
+    @property
+    def identity(self) -> dict:
+        """The event message's ``model`` field: name, version, sha256."""
+        return {"name": self.card["name"], "version": self.card["version"], "sha256": self.card["sha256"]}
