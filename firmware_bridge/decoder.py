@@ -145,6 +145,8 @@ class _BoardState:
 # board restarted its counters without changing its session id: start tracking afresh.
 RESTART_RUN = 8
 
+_OK, _BAD, _WAIT = 0, 1, 2
+
 
 def payload_to_counts(payload: bytes | bytearray | memoryview, fmt: SampleFormat, channels: int,
                       dtype: np.dtype | type = np.float64) -> np.ndarray:
@@ -207,6 +209,21 @@ class FrameDecoder:
             self._skipping = True
         self.stats.bytes_skipped += n
 
+    def _check(self, buf: bytearray, mv: memoryview, idx: int, n: int) -> tuple[int, tuple, int]:
+        """Candidate frame at ``idx``: (_OK, fields, end), (_BAD, (), 0) or (_WAIT, (), 0) for more bytes."""
+        if n - idx < HEADER_SIZE:
+            return _WAIT, (), 0
+        h = HEADER.unpack_from(buf, idx)
+        if not self._plausible(h[1], h[2], h[4], h[5], h[8], h[13]):
+            return _BAD, (), 0
+        end = idx + HEADER_SIZE + h[13] + CRC_SIZE
+        if end > n:
+            return _WAIT, (), 0
+        if zlib.crc32(mv[idx:end - CRC_SIZE]) != int.from_bytes(mv[end - CRC_SIZE:end], "little"):
+            self.stats.crc_errors += 1
+            return _BAD, (), 0
+        return _OK, h, end
+
     def _scan(self, out: list, final: bool) -> None:
         buf = self._buf
         n = len(buf)
@@ -221,25 +238,14 @@ class FrameDecoder:
                     # Keep a trailing first sync byte: it may begin the next frame.
                     cut = n - 1 if (not final and n > pos and buf[n - 1] == SYNC[0]) else n
                     break
-                if n - idx < HEADER_SIZE:
-                    cut = n if final else idx
-                    break
-                (_, version, ftype, flags, channels, fmt, _, board, nsamp, seq, fs_mhz, first, ts, plen,
-                 session) = HEADER.unpack_from(buf, idx)
-                if not self._plausible(version, ftype, channels, fmt, nsamp, plen):
+                state, h, end = self._check(buf, mv, idx, n)
+                if state == _BAD or (state == _WAIT and final):
                     pos = idx + 1
                     continue
-                end = idx + HEADER_SIZE + plen + CRC_SIZE
-                if end > n:
-                    if final:
-                        pos = idx + 1
-                        continue
+                if state == _WAIT:
                     cut = idx
                     break
-                if zlib.crc32(mv[idx:end - CRC_SIZE]) != int.from_bytes(mv[end - CRC_SIZE:end], "little"):
-                    self.stats.crc_errors += 1
-                    pos = idx + 1
-                    continue
+                (_, _, ftype, flags, channels, fmt, _, board, nsamp, seq, fs_mhz, first, ts, _, session) = h
                 self._skip(idx - start)
                 self._skipping = False
                 self.stats.frames += 1
@@ -249,6 +255,12 @@ class FrameDecoder:
                 if item is not None:
                     out.append(item)
                 start = pos = end
+                # The next frame may begin inside this one's CRC: a frame torn short by k <= 3 bytes passes
+                # its CRC when the missing bytes equal the next frame's first ones (then its content is
+                # the genuine frame's), and a dropped sync byte can equal the previous CRC's last byte.
+                nxt = buf.find(SYNC, end - CRC_SIZE, end + 1)
+                if nxt >= 0:
+                    pos = nxt
         finally:
             mv.release()
         self._skip(cut - start)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import VECTOR_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +24,7 @@ from firmware_bridge.protocol import (
 from firmware_bridge.textmode import encode_lines
 
 SRC = Path(firmware_bridge.__file__).resolve().parent
+VECTOR_DIR = SRC / "vectors"
 DRIVER = Path(__file__).resolve().parent / "c_driver.c"
 CC = shutil.which("cc") or shutil.which("gcc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import VECTOR_DIR
 
 from firmware_bridge.decoder import FrameDecoder, SampleBlock, StatusReport, concat_blocks
 from firmware_bridge.protocol import (
@@ -17,6 +16,7 @@ from firmware_bridge.protocol import (
     max_samples_per_frame,
 )
 from firmware_bridge.textmode import TextDecoder, encode_lines
+from firmware_bridge.vectors.generate import HERE as VECTOR_DIR
 from firmware_bridge.vectors.generate import build
 
 
