@@ -36,6 +36,11 @@ def parse_iso_utc(text: str) -> int:
 _US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    xm, ym = x.mean(), y.mean()
+    return float(((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum())
+
+
 class SampleClock:
     """Sample index -> UTC (ns since the epoch) for one board.
 
@@ -100,14 +105,25 @@ class SampleClock:
     def _fit(self) -> None:
         x = self._idx[:self._n]
         y = self._t[:self._n]
-        if self._n >= 8 and np.ptp(x) > 0:
-            # Slope from least squares (latency jitter averages out); bounded to +-1000 ppm of nominal.
-            xm, ym = x.mean(), y.mean()
-            slope = float(((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum())
-            nominal = 1e9 / self.fs
-            slope = min(max(slope, nominal * 0.999), nominal * 1.001)
+        nominal = 1e9 / self.fs
+        if self.disciplined and self._n >= 2 and np.ptp(x) > 0:
+            slope = _slope(x, y)
+        elif self._n >= 64 and np.ptp(x) > 0:
+            # Host times: fit the lower envelope. The low quantile of each of 16 stretches is the
+            # least delayed arrival there; a line through those ignores jitter and long delays.
+            r = y - nominal * x
+            edges = np.linspace(x.min(), x.max(), 17)
+            seg = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, 15)
+            xs, qs = [], []
+            for k in range(16):
+                m = seg == k
+                if m.sum() >= 4:
+                    xs.append(x[m].mean())
+                    qs.append(np.quantile(r[m], self.quantile))
+            slope = nominal + (_slope(np.array(xs), np.array(qs)) if len(xs) >= 4 else 0.0)
         else:
-            slope = 1e9 / self.fs
+            slope = nominal
+        slope = min(max(slope, nominal * 0.999), nominal * 1.001)  # a crystal is within 1000 ppm
         resid = y - slope * x
         if self.disciplined:
             offset = float(np.median(resid))

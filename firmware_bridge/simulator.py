@@ -232,18 +232,19 @@ class BoardSimulator:
 
     def next_frames(self, n: int) -> tuple[list[tuple[str, bytes, FrameRecord]], list[dict]]:
         """Take ``n`` samples from the source and frame them: [(kind, bytes, record)], events."""
+        out = []
+        # A status frame where the block crosses a multiple of the interval, taken before the block.
+        if not self.text and self.status_interval and (-self.sample) % self.status_interval < n:
+            rec = FrameRecord("status", self.seq, self.sample, 0, True, True)
+            out.append(("status", self._status_frame(), rec))
+            self.seq = (self.seq + 1) & 0xFFFFFFFF
         x, events = self.source.next_block(n)
         counts = self.to_counts(x)
-        out = []
         if self.text:
             rec = FrameRecord("text", -1, self.sample, n, True, True, counts if self.keep_counts else None)
             out.append(("text", encode_lines(counts, self.fmt), rec))
             self.sample += n
             return out, events
-        if self.status_interval and self.sample % self.status_interval < n:
-            rec = FrameRecord("status", self.seq, self.sample, 0, True, True)
-            out.append(("status", self._status_frame(), rec))
-            self.seq = (self.seq + 1) & 0xFFFFFFFF
         ts = self.sample_time_ns(self.sample) if self.timestamps else None
         frame = encode_samples(counts, fmt=self.fmt, fs=self.fs, first_sample=self.sample, seq=self.seq,
                                board_id=self.board_id, session=self.session, timestamp_ns=ts)
@@ -312,3 +313,20 @@ class BoardSimulator:
         report.clipped = int(self.clipped.sum())
         report.wall_seconds = time.monotonic() - t0
         return report
+
+
+def open_port(port: str | None = None, out: str | None = None, link: str | None = None
+              ) -> PtyPort | FilePort | SerialPort:
+    """Where the simulator writes: a file (``out``), a serial device or pyserial URL (``port``), or by
+    default a new pseudo-terminal (reachable through the symlink ``link`` if given)."""
+    if out is not None:
+        return FilePort(out)
+    if port is not None:
+        return SerialPort(port)
+    return PtyPort(link)
+
+
+def describe(sim: BoardSimulator) -> str:
+    """One line: what the simulated board sends."""
+    mode = "text lines" if sim.text else f"{sim.fmt.name.lower()} frames of {sim.samples_per_frame} samples"
+    return f"{sim.channels} ch x {sim.fs:g} Hz, {mode}, board {sim.board_id} session {sim.session}"
