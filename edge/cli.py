@@ -121,6 +121,213 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     ga.set_defaults(func=_cmd_dataset_gallery)
 
 
+# --------------------------------------------------------------------------- train / evaluate / classify
+def _cmd_train(args: argparse.Namespace) -> int:
+    from training.train import run
+
+    if args.config is None and args.init is None:
+        raise UserError("train: give --config FILE (e.g. training/configs/triaxial.toml), "
+                        "or --init MODEL_DIR --data SITE_DATA to fine-tune")
+    card = run(args.config, args.out, init=args.init, data=args.data)
+    m = card.get("metrics", {})
+    shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("test_macro_f1", "heldout_macro_f1", "lowsnr_macro_f1")
+                      if isinstance(m.get(k), float))
+    print(f"wrote {args.out}: {card['name']} {card['version']} sha256 {card['sha256'][:12]} ({shown})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate, summary
+
+    print(summary(evaluate(args.model, args.data, args.out)))
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _read_unlabelled(path: str):
+    """(waveforms, fs) of every window of a window file or sharded dataset; labels are optional here."""
+    import numpy as np
+
+    from edge.formats import read_npz, window_files
+
+    for f in window_files(path):
+        z = read_npz(f)
+        if "waveforms" not in z or "fs" not in z:
+            raise UserError(f"{f}: needs keys 'waveforms' (n, channels, samples) and 'fs'; has {sorted(z)}")
+        wav = z["waveforms"]
+        if wav.ndim != 3 or wav.dtype.kind != "f":
+            raise UserError(f"{f}: key 'waveforms' has shape {wav.shape} dtype {wav.dtype}; "
+                            "expected float (n, channels, samples)")
+        try:
+            fs = float(np.asarray(z["fs"]).reshape(()))
+        except (TypeError, ValueError):
+            raise UserError(f"{f}: key 'fs' = {z['fs']!r}; expected one positive number (Hz)") from None
+        if not fs > 0:
+            raise UserError(f"{f}: key 'fs' = {fs}; expected a positive sampling rate in Hz")
+        yield wav, fs
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    import json
+
+    from edge.model import Classifier
+
+    clf = Classifier(args.model)
+    for wav, fs in _read_unlabelled(args.windows):
+        for start in range(0, len(wav), 256):
+            for fields in clf.classify(wav[start:start + 256], fs):
+                print(json.dumps(fields, sort_keys=False))
+    return 0
+
+
+def _add_model_commands(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="train, prune, quantize, convert, evaluate; write model, card and report")
+    t.add_argument("--config", help="training config (TOML), e.g. training/configs/triaxial.toml")
+    t.add_argument("--out", required=True, help="output model directory")
+    t.add_argument("--init", help="fine-tune this trained model directory (transfer learning)")
+    t.add_argument("--data", help="the mine's own labelled windows (file or dataset directory)")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="metrics of a model on a labelled window dataset")
+    e.add_argument("--model", required=True, help="model directory (or its .tflite next to model_card.json)")
+    e.add_argument("--data", required=True, help="window dataset (.npz file or directory with manifest.json)")
+    e.add_argument("--out", help="write the report here (JSON; a confusion-matrix PNG is written beside it)")
+    e.set_defaults(func=_cmd_evaluate)
+
+    c = sub.add_parser("classify", help="classify windows: one JSON line per window")
+    c.add_argument("--model", required=True, help="model directory (or its .tflite next to model_card.json)")
+    c.add_argument("windows", help="window file (.npz) or dataset directory; labels are not needed")
+    c.set_defaults(func=_cmd_classify)
+
+
+# --------------------------------------------------------------------------- board
+def _cmd_board_simulate(args: argparse.Namespace) -> int:
+    from firmware_bridge.faults import FaultConfig
+    from firmware_bridge.simulator import BoardSimulator, describe, open_port
+    from training.synthetic.stream import StreamSynth  # the benchmark's waveform physics (numpy/scipy only)
+
+    try:
+        faults = FaultConfig(bit_error_rate=args.bit_error_rate, drop_rate=args.drop_rate,
+                             insert_rate=args.insert_rate, garbage_rate=args.garbage_rate,
+                             duplicate_rate=args.duplicate_rate, stall_rate=args.stalls_per_min / 60.0,
+                             stall_seconds=args.stall_seconds, disconnect_rate=args.disconnects_per_min / 60.0,
+                             disconnect_seconds=args.disconnect_seconds)
+        source = StreamSynth(fs=args.fs, channels=args.channels, site=args.site, seed=args.seed,
+                             families=_csv(args.classes) or list(CLASSES), snr_db=_parse_range(args.snr_db, "--snr-db"),
+                             rate_per_min=args.events_per_min)
+        # Default scale: background noise of about 10 counts rms, coarse like real high-gain records.
+        scale = args.counts_per_unit or 10.0 / float(getattr(source, "noise_rms", 1e-3) or 1e-3)
+        sim = BoardSimulator(source, fs=args.fs, channels=args.channels, fmt=args.format, scale=scale,
+                             samples_per_frame=args.frame_samples, board_id=args.board_id, timestamps=args.timestamps,
+                             text=args.text, faults=faults, seed=args.seed)
+        port = open_port(args.port, args.out, args.link)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"board simulate: {exc}") from None
+    print(f"board simulator: {describe(sim)} -> {port.path}"
+          + (f" (ground truth -> {args.truth})" if args.truth else ""), flush=True)
+    try:
+        report = sim.run(port, seconds=args.seconds, speed=args.speed, truth=args.truth)
+    except KeyboardInterrupt:
+        report = None
+    finally:
+        port.close()
+    if report is not None:
+        print(f"sent {report.samples} samples in {report.frames} frames ({report.bytes_written} bytes), "
+              f"{report.events} events, {report.clipped} clipped, {report.stalls} stalls, "
+              f"{report.disconnects} disconnects in {report.wall_seconds:.1f} s")
+    return 0
+
+
+def _add_board(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("board", help="ADC board tools")
+    bsub = p.add_subparsers(dest="board_cmd", required=True, metavar="{simulate}")
+    s = bsub.add_parser("simulate", help="stream synthetic board frames to a pseudo-terminal, port or file")
+    s.add_argument("--port", help="serial device or pyserial URL to write to (default: create a pty, print its path)")
+    s.add_argument("--link", help="with the default pty: a symlink to it that survives simulated reconnects")
+    s.add_argument("--out", help="write the byte stream to this file instead (for replay)")
+    s.add_argument("--fs", type=float, default=10000.0, help="sampling rate in Hz (default 10000)")
+    s.add_argument("--channels", type=int, default=3, choices=(1, 3), help="3 = triaxial, 1 = uniaxial")
+    s.add_argument("--format", default="int24", choices=("int16", "int24", "int32", "float32"),
+                   help="sample format (default int24)")
+    s.add_argument("--frame-samples", type=int, help="samples per frame (default: 10 ms worth)")
+    s.add_argument("--counts-per-unit", type=float, help="ADC counts per physical unit (default: noise ~10 counts)")
+    s.add_argument("--speed", type=float, default=1.0, help="multiple of real time; 0 = as fast as possible")
+    s.add_argument("--seconds", type=float, help="stream length (default: until interrupted)")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--site", help="site profile of the synthetic background (default: the first training site)")
+    s.add_argument("--classes", help=f"comma-separated event families (default: {','.join(CLASSES)})")
+    s.add_argument("--snr-db", default="-3:30", help="event SNR range LOW:HIGH in dB (default -3:30)")
+    s.add_argument("--events-per-min", type=float, default=6.0, help="event rate (default 6)")
+    s.add_argument("--truth", help="append the injected events here (JSONL: sample, time, label, snr_db)")
+    s.add_argument("--board-id", type=int, default=1, help="board id in the frames (default 1)")
+    s.add_argument("--timestamps", action="store_true", help="stamp frames with UTC as a GPS-disciplined board")
+    s.add_argument("--text", action="store_true", help="plain text mode: one line of samples per instant")
+    f = s.add_argument_group("line faults")
+    f.add_argument("--bit-error-rate", type=float, default=0.0, help="per bit, e.g. 1e-4")
+    f.add_argument("--drop-rate", type=float, default=0.0, help="dropped bytes, per byte, e.g. 1e-3")
+    f.add_argument("--insert-rate", type=float, default=0.0, help="inserted bytes, per byte")
+    f.add_argument("--garbage-rate", type=float, default=0.0, help="garbage bursts between frames, per frame")
+    f.add_argument("--duplicate-rate", type=float, default=0.0, help="frames sent twice, per frame")
+    f.add_argument("--stalls-per-min", type=float, default=0.0, help="pauses in sending (data is kept)")
+    f.add_argument("--stall-seconds", type=float, default=0.5, help="length of a stall (default 0.5)")
+    f.add_argument("--disconnects-per-min", type=float, default=0.0, help="simulated USB unplugs (data is lost)")
+    f.add_argument("--disconnect-seconds", type=float, default=2.0, help="time unplugged (default 2)")
+    s.set_defaults(func=_cmd_board_simulate)
+
+
+# --------------------------------------------------------------------------- gateway
+def _cmd_run(args: argparse.Namespace) -> int:
+    from edge.daemon import run
+
+    return run(args.config)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import json
+
+    from edge.config import load_config
+    from edge.replay import replay
+
+    result = replay(load_config(args.config), args.stream, args.events_out, block_s=args.block_s)
+    stats = result["stats"]
+    print(f"{len(result['messages'])} events from {result['seconds']:.0f} s of stream "
+          f"({stats.triggers} triggers, {stats.merged_triggers} merged into their event, "
+          f"{stats.short_triggers} too short)" + (f"; wrote {args.events_out}" if args.events_out else ""))
+    if result["score"] is not None:
+        score = {k: v for k, v in result["score"].items() if k not in ("per_class", "confusion")}
+        print("score against the stream's ground truth: " + json.dumps(score))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from edge.demo import run_demo
+
+    return run_demo(seconds=args.seconds, model=args.model, site=args.site, seed=args.seed,
+                    events_per_min=args.events_per_min)
+
+
+def _add_gateway(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("run", help="the gateway daemon: serial board -> events -> MQTT")
+    r.add_argument("--config", required=True, help="daemon configuration (TOML); see edge/stopewatch.example.toml")
+    r.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("replay", help="the daemon's pipeline over a recorded stream file, without serial or MQTT")
+    p.add_argument("--config", required=True, help="daemon configuration (TOML): [node], [model], [trigger] apply")
+    p.add_argument("stream", metavar="STREAM.npz", help="continuous stream file (SPEC.md format)")
+    p.add_argument("--events-out", help="write each event message, as it would be published, to this JSONL file")
+    p.add_argument("--block-s", type=float, default=0.1, help="seconds per block fed to the pipeline (default 0.1)")
+    p.set_defaults(func=_cmd_replay)
+
+    d = sub.add_parser("demo", help="simulated board -> daemon -> local MQTT broker -> live table, scored")
+    d.add_argument("--seconds", type=float, default=60.0, help="how long to run (default 60; Ctrl-C ends early)")
+    d.add_argument("--model", default=None, help="model directory (default: the shipped triaxial model)")
+    d.add_argument("--site", default="za-deep-gold", help="synthetic site profile of the simulated board")
+    d.add_argument("--seed", type=int, default=1, help="seed of the simulated signal")
+    d.add_argument("--events-per-min", type=float, default=12.0, help="injected event rate (default 12)")
+    d.set_defaults(func=_cmd_demo)
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """The ``stopewatch`` argument parser with every implemented subcommand."""
@@ -128,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stopewatch", description="Edge classification of mine microseismic signals.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_dataset(sub)
+    _add_gateway(sub)
+    _add_model_commands(sub)
+    _add_board(sub)
     return parser
 
 

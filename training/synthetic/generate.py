@@ -78,6 +78,10 @@ def recorded_event(family: str, rng: np.random.Generator, site: SiteProfile, fs:
                    n: int, onset_s: float, allow_ongoing: bool = True) -> tuple[np.ndarray, sources.Source]:
     """A clean (noise-free) recording of one source: through the site's sensor, on ``channels``."""
     src = make_source(family, rng, _grid(fs, n), onset_s, site, allow_ongoing)
+    # Fade the grid's last 0.1 s: sources that run to its end would otherwise stop with a step, and the
+    # circular sensor filter would wrap that step's ringing round to the start. Callers discard the tail.
+    fade = min(int(0.1 * fs), n // 8)
+    src.signal[:, n - fade:] *= np.linspace(1.0, 0.0, fade)
     rec = record(site.name, fs, src.signal, src.through_sensor)
     return _to_channels(rec, channels, not src.through_sensor, rng), src
 

@@ -52,8 +52,10 @@ class StreamSynth:
         family = str(self.rng.choice(self.families))
         lo, hi = DURATION_S[family]
         n = int((PRE_S + self.rng.uniform(lo, hi)) * self.fs)
-        rec, _ = recorded_event(family, self.rng, self.site, self.fs, self.channels, n, PRE_S,
+        # Synthesised on a longer grid and cut, so nothing of the event's end wraps around to its start.
+        rec, _ = recorded_event(family, self.rng, self.site, self.fs, self.channels, n + int(0.5 * self.fs), PRE_S,
                                 allow_ongoing=False)
+        rec = rec[:, :n]
         taper = min(n // 4, int(0.3 * self.fs))  # persistent sources fade out instead of stopping dead
         rec[:, n - taper:] *= np.linspace(1.0, 0.0, taper)
         snr = float(self.rng.uniform(*self.snr_db))

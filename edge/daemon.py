@@ -1,0 +1,273 @@
+"""``stopewatch run``: the gateway daemon.
+
+One reader thread turns the serial line into byte chunks; the main thread decodes
+them into sample blocks (firmware_bridge), runs the pipeline (triggers, windows,
+classification), writes each event to the durable outbox and hands it to the MQTT
+publisher, and sends health messages and the systemd watchdog. It starts and
+classifies with no broker and no board at all, and says so in its status and logs.
+
+Signals: SIGTERM/SIGINT drain (open windows are classified, the outbox is flushed
+for a few seconds, `stopped` is published) and exit 0; SIGHUP reloads the
+configuration's trigger and model sections atomically (a model that fails to load
+leaves the old one running).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+
+from edge.config import Config, load_config
+from edge.errors import UserError
+from edge.messages import EventMessenger, new_boot_id
+from edge.model import Classifier
+from edge.pipeline import Pipeline, iso_utc
+from edge.sdnotify import Notifier
+
+log = logging.getLogger("stopewatch")
+CHUNK_QUEUE = 20_000  # byte chunks waiting for the pipeline; beyond this we drop and count (never block the port)
+
+
+def package_version() -> str:
+    try:
+        return version("stopewatch")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def channel_names(n: int) -> list[str]:
+    """Triaxial boards are Z, N, E; a single channel is Z; anything else is numbered."""
+    return ["Z", "N", "E"] if n == 3 else ["Z"] if n == 1 else [f"ch{i}" for i in range(n)]
+
+
+def percentile(values, q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if len(values) else None
+
+
+def rss_mb() -> float:
+    """Resident memory of this process (Linux /proc), MB."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
+
+
+class Daemon:
+    """The gateway service. ``config_path`` is re-read on SIGHUP."""
+
+    def __init__(self, config_path: str, notifier: Notifier | None = None):
+        from edge.mqtt import Publisher  # paho is only needed by the daemon itself
+
+        self.config_path = config_path
+        self.cfg: Config = load_config(config_path)
+        self.notifier = notifier or Notifier()
+        self.stop_event = threading.Event()
+        self._reload = threading.Event()
+        self.started = time.monotonic()
+        self.boot_id = new_boot_id()
+        self.classifier = Classifier(self.cfg.model.path, num_threads=self.cfg.model.threads)
+        try:
+            self.cfg.outbox_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{config_path}: cannot create the outbox directory {self.cfg.outbox_path.parent} "
+                            f"({exc.strerror}); set node.state_dir or outbox.path to a writable place") from None
+        self.publisher = Publisher(self.cfg, self.boot_id, package_version(), self._model_status())
+        self.messenger = EventMessenger(self.cfg.node.site, self.cfg.node.node, self.boot_id,
+                                        self.classifier.identity)
+        self.pipeline: Pipeline | None = None
+        self.clock = None
+        self.decoder = None
+        self.chunks: queue.Queue[bytes] = queue.Queue(maxsize=CHUNK_QUEUE)
+        self.dropped_chunks = 0
+        self.serial_state = "not connected"
+        self.events_out = 0
+        self._cpu0 = (time.monotonic(), sum(os.times()[:2]))
+
+    def _model_status(self) -> dict:
+        return {"name": self.classifier.card["name"], "sha256": self.classifier.card["sha256"]}
+
+    # ------------------------------------------------------------------ input
+    def _reader_thread(self) -> None:
+        from firmware_bridge.reader import open_reader
+
+        board = self.cfg.board
+        reader = open_reader(board.port, baudrate=board.baudrate, stop=self.stop_event,
+                             backoff_max=board.reconnect_max_s, on_state=self._serial_state)
+        for data in reader.chunks():
+            try:
+                self.chunks.put_nowait(data)
+            except queue.Full:
+                self.dropped_chunks += 1  # the decoder will report the hole as a gap
+        if not self.stop_event.is_set():
+            log.info("board input %s ended", board.port)
+
+    def _serial_state(self, state: str, detail: str) -> None:
+        self.serial_state = state
+        self.notifier.status(f"serial {state}; {self.publisher.status_line()}")
+
+    def _make_decoder(self):
+        from firmware_bridge.decoder import FrameDecoder
+        from firmware_bridge.textmode import TextDecoder
+
+        return TextDecoder(fs=self.cfg.board.text_fs) if self.cfg.board.text_mode else FrameDecoder()
+
+    def _on_block(self, block) -> None:
+        from firmware_bridge.clock import SampleClock
+
+        fresh = self.pipeline is None or self.pipeline.fs != block.fs \
+            or len(self.pipeline.channel_names) != block.channels \
+            or (block.reset and self.pipeline.position is not None and block.first_sample < self.pipeline.position)
+        if fresh:  # first data, or the board restarted with another rate/layout/index
+            if self.pipeline is not None:
+                self._emit(self.pipeline.flush())
+            self.clock = SampleClock(block.fs)
+            self.pipeline = Pipeline(self.cfg.trigger, self.classifier, block.fs, channel_names(block.channels),
+                                     lambda i: datetime.fromtimestamp(self.clock.time_ns(i) / 1e9, UTC))
+            log.info("board streaming %d channels at %g Hz", block.channels, block.fs)
+        self.clock.observe(block.first_sample, block.data.shape[1], board_ns=block.timestamp_ns,
+                           host_ns=time.time_ns())
+        samples = block.data.astype(np.float32) / np.float32(self.cfg.board.counts_per_unit)
+        self._emit(self.pipeline.feed(samples, block.first_sample))
+
+    def _emit(self, events: list[dict]) -> None:
+        for event in events:
+            t_close = time.monotonic() - event["latency_ms"] / 1000.0
+            msg = self.messenger.message(event)
+            self.publisher.submit_event(msg, t_close=t_close)
+            self.publisher.submit_waveform(msg["event_id"], event["_window"], event["window"]["fs"],
+                                           event["window"]["start"], event["window"]["channels"],
+                                           self.cfg.board.units, msg["label"])
+            self.events_out += 1
+            log.info("event %s %s %.2f at %s", msg["seq"], msg["label"], msg["confidence"], msg["trigger_time"])
+
+    # ------------------------------------------------------------------ control
+    def _reload_now(self) -> None:
+        try:
+            cfg = load_config(self.config_path)
+            classifier = Classifier(cfg.model.path, num_threads=cfg.model.threads)
+        except UserError as exc:
+            log.error("reload refused, keeping the running configuration and model: %s", exc)
+            return
+        if self.pipeline is not None:
+            if cfg.trigger != self.cfg.trigger:
+                self._emit(self.pipeline.flush())
+                self.pipeline = Pipeline(cfg.trigger, classifier, self.pipeline.fs, self.pipeline.channel_names,
+                                         self.pipeline.clock)
+            else:
+                self.pipeline.classifier = classifier
+        if (cfg.mqtt, cfg.node, cfg.board) != (self.cfg.mqtt, self.cfg.node, self.cfg.board):
+            log.warning("reload: [mqtt], [node] and [board] changes take effect at the next restart")
+        self.cfg.trigger, self.cfg.model = cfg.trigger, cfg.model
+        self.classifier = classifier
+        self.messenger.model = classifier.identity
+        self.publisher.model = self._model_status()
+        log.info("reloaded: model %s %s", classifier.card["name"], classifier.card["sha256"][:12])
+
+    def health(self) -> dict:
+        """The periodic health message."""
+        now = time.monotonic()
+        cpu = sum(os.times()[:2])
+        t_prev, cpu_prev = self._cpu0
+        self._cpu0 = (now, cpu)
+        stats = self.pipeline.stats if self.pipeline is not None else None
+        stream_s = stats.samples_in / self.pipeline.fs if stats else 0.0
+        dec = self.decoder.stats.as_dict() if hasattr(self.decoder, "stats") else {}
+        return {
+            "ts": iso_utc(datetime.now(UTC)), "boot_id": self.boot_id, "uptime_s": round(now - self.started, 1),
+            "serial": self.serial_state,
+            "samples_in": stats.samples_in if stats else 0,
+            "frames_ok": dec.get("sample_frames", 0), "crc_errors": dec.get("crc_errors", 0),
+            "gaps": dec.get("sample_gaps", 0), "samples_missed": dec.get("samples_missed", 0),
+            "resyncs": dec.get("resyncs", 0), "dropped_chunks": self.dropped_chunks,
+            "triggers": stats.triggers if stats else 0, "events": self.events_out,
+            "short_triggers": stats.short_triggers if stats else 0,
+            "windows_with_gaps": stats.windows_with_gaps if stats else 0,
+            "backlog": self.publisher.outbox.depth(),
+            "evicted": dict(self.publisher.outbox.evictions),
+            "inference_ms": {"p50": percentile(stats.inference_ms[-1000:], 50) if stats else None,
+                             "p99": percentile(stats.inference_ms[-1000:], 99) if stats else None},
+            # How much faster than real time the pipeline runs on this gateway (headroom, LESSONS.md).
+            "realtime_factor": round(stream_s / stats.processing_s, 1) if stats and stats.processing_s else None,
+            "input_queue": self.chunks.qsize(),
+            "cpu_percent": round(100 * (cpu - cpu_prev) / max(now - t_prev, 1e-6), 1),
+            "rss_mb": round(rss_mb(), 1),
+            "mqtt": self.publisher.stats(),
+        }
+
+    def request_stop(self, *_args) -> None:
+        self.stop_event.set()
+
+    def request_reload(self, *_args) -> None:
+        self._reload.set()
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit code."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+            signal.signal(signal.SIGHUP, self.request_reload)
+        self.publisher.start()
+        self.decoder = self._make_decoder()
+        reader = threading.Thread(target=self._reader_thread, name="serial", daemon=True)
+        reader.start()
+        log.info("stopewatch %s: site %s node %s, model %s, board %s, broker %s:%d", package_version(),
+                 self.cfg.node.site, self.cfg.node.node, self.classifier.card["name"], self.cfg.board.port,
+                 self.cfg.mqtt.host, self.cfg.mqtt.port)
+        self.notifier.ready(f"running; {self.publisher.status_line()}")
+        watchdog = self.notifier.watchdog_interval() or 10.0
+        next_health = time.monotonic() + min(5.0, self.cfg.health.interval_s)
+        next_watchdog = time.monotonic()
+        while not self.stop_event.is_set():
+            try:
+                data = self.chunks.get(timeout=0.2)
+            except queue.Empty:
+                data = b""
+            if data:
+                for item in self.decoder.feed(data):
+                    if hasattr(item, "data"):
+                        self._on_block(item)
+            if self._reload.is_set():
+                self._reload.clear()
+                self._reload_now()
+            now = time.monotonic()
+            if now >= next_watchdog:
+                self.notifier.watchdog()  # only while this loop turns: a hung pipeline gets restarted
+                next_watchdog = now + watchdog / 2
+            if now >= next_health:
+                self.publisher.publish_health(self.health())
+                self.notifier.status(f"{self.events_out} events; serial {self.serial_state}; "
+                                     f"{self.publisher.status_line()}")
+                next_health = now + self.cfg.health.interval_s
+        return self._shutdown()
+
+    def _shutdown(self) -> int:
+        self.notifier.stopping("draining")
+        while True:  # what the board already sent is processed, then open windows are closed
+            try:
+                data = self.chunks.get_nowait()
+            except queue.Empty:
+                break
+            for item in self.decoder.feed(data):
+                if hasattr(item, "data"):
+                    self._on_block(item)
+        if self.pipeline is not None:
+            self._emit(self.pipeline.flush())
+        left = self.publisher.stop(timeout=10.0)
+        log.info("stopped after %d events; %d left in the outbox for the next start", self.events_out, left)
+        return 0
+
+
+def run(config_path: str) -> int:
+    """Entry point of ``stopewatch run``."""
+    logging.basicConfig(level=os.environ.get("STOPEWATCH_LOG", "INFO"),
+                        format="%(levelname)s %(name)s: %(message)s")
+    return Daemon(config_path).run()
