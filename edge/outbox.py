@@ -1,9 +1,13 @@
 """Durable outbox: every message is on disk before it is published and leaves only on the broker's PUBACK.
 
 One SQLite file in WAL mode with ``synchronous=FULL``: when :meth:`Outbox.put` returns, the row is in the
-fsynced write-ahead log and survives a killed process or a power cut. Rows carry a monotonically increasing
-``id`` (``AUTOINCREMENT``: never reused, even after the newest row is deleted), so "oldest first" is id order
-and a backlog replays in the order the events were classified.
+fsynced write-ahead log and survives a killed process or a power cut. Acknowledgements and attempt counts
+are committed with ``synchronous=NORMAL`` (no fsync of their own; the next put's fsync covers them): a power
+cut can at worst undo the last few deletions, which means a redelivery (consumers deduplicate on
+``event_id``), never a loss, and the pipeline thread's puts do not wait behind the sender's fsyncs.
+
+Rows carry a monotonically increasing ``id`` (``AUTOINCREMENT``: never reused, even after the newest row is
+deleted), so "oldest first" is id order and a backlog replays in the order the events were classified.
 
 Bound and eviction rule: the outbox holds at most ``max_events`` rows (events and, if enabled, waveforms).
 When it is full, :meth:`Outbox.put` makes room before inserting, choosing the victim in this order:
@@ -81,6 +85,7 @@ class Outbox:
                                        check_same_thread=False)
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             self._db.execute("PRAGMA synchronous=FULL")
+            self._synchronous = "FULL"
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{self.path}: cannot open the outbox ({exc}); check outbox.path and its "
@@ -101,6 +106,7 @@ class Outbox:
         """
         with self._lock:
             db = self._db
+            self._sync("FULL")
             db.execute("BEGIN IMMEDIATE")
             try:
                 evicted = []
@@ -125,6 +131,12 @@ class Outbox:
                 key = victim_label or "unlabelled"
                 self.evictions[key] = self.evictions.get(key, 0) + 1
             return int(cur.lastrowid)
+
+    def _sync(self, level: str) -> None:
+        """Per-transaction durability (caller holds the lock): FULL for puts, NORMAL for bookkeeping."""
+        if self._synchronous != level:
+            self._db.execute(f"PRAGMA synchronous={level}")
+            self._synchronous = level
 
     def _victim(self, exclude: list[tuple[int, str]]) -> tuple[int, str] | None:
         """The next row to evict under the documented rule (caller holds the lock and a transaction)."""
@@ -151,6 +163,7 @@ class Outbox:
         if not ids:
             return
         with self._lock:
+            self._sync("NORMAL")
             self._db.execute(f"UPDATE outbox SET attempts = attempts + 1 WHERE id IN ({','.join('?' * len(ids))})",
                              [int(i) for i in ids])
 
@@ -160,6 +173,7 @@ class Outbox:
         if not ids:
             return 0
         with self._lock:
+            self._sync("NORMAL")
             cur = self._db.execute(f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(ids))})",
                                    [int(i) for i in ids])
             self._depth -= cur.rowcount

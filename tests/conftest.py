@@ -1,0 +1,29 @@
+"""Shared fixtures: a real MQTT broker on a free loopback port (see tests/mqtt_broker.py)."""
+
+from __future__ import annotations
+
+import pytest
+from mqtt_broker import start_broker
+
+
+@pytest.fixture
+def mqtt_broker(tmp_path):
+    """A running broker (Mosquitto, else amqtt) for one test; stop()/start() keep its port."""
+    broker = start_broker(tmp_path / "broker")
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def make_broker(tmp_path):
+    """Factory for brokers with options (persistence, password_file, tls); all are stopped afterwards."""
+    brokers = []
+
+    def make(name: str = "broker", **options):
+        broker = start_broker(tmp_path / name, **options)
+        brokers.append(broker)
+        return broker
+
+    yield make
+    for broker in brokers:
+        broker.close()

@@ -1,0 +1,260 @@
+"""A real MQTT broker for the tests, on a free loopback port, and a subscriber that collects messages.
+
+Mosquitto is preferred (``/usr/sbin/mosquitto`` or on PATH; CI installs it). Without it, a pure-Python
+amqtt broker serves the plain tests (MQTT 3.1.1, anonymous, no TLS, no persistence); tests that need
+more call :func:`start_broker` with options and are skipped when only amqtt is available.
+Never the machine's own broker on 1883: every broker here is started by the test on its own port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+
+def mosquitto_path() -> str | None:
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").is_file() else None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout`` s pass (False)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class MosquittoBroker:
+    """Mosquitto with a temporary config; stop() and start() keep the port so clients can reconnect."""
+
+    kind = "mosquitto"
+
+    def __init__(self, workdir: Path, *, port: int | None = None, persistence: bool = False,
+                 password_file: Path | None = None, tls: dict | None = None) -> None:
+        self.exe = mosquitto_path()
+        if self.exe is None:
+            raise FileNotFoundError("mosquitto is not installed")
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.conf = self.workdir / "mosquitto.conf"
+        self.log = self.workdir / "mosquitto.log"
+        lines = [f"user {getpass.getuser()}",  # as root, stay root: the temp files are private to us
+                 f"listener {self.port} 127.0.0.1"]
+        if tls:  # per-listener TLS: CA, server certificate, and client certificates required
+            lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}",
+                      "require_certificate true"]
+        if password_file:
+            lines += ["allow_anonymous false", f"password_file {password_file}"]
+        else:
+            lines.append("allow_anonymous true")
+        if persistence:  # sessions and queued QoS 1 messages survive a broker restart
+            lines += ["persistence true", f"persistence_location {self.workdir}/"]
+        else:
+            lines.append("persistence false")
+        lines += ["log_type error", "log_type warning", "log_type notice", "log_type information"]
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 15.0) -> None:
+        assert self.proc is None, "already running"
+        self._logf = open(self.log, "ab")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=self._logf,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not _port_open(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mosquitto did not start on port {self.port}: {self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (Mosquitto saves its persistence file) and wait; SIGKILL if it hangs."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        self._logf.close()
+
+    close = stop
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return " | ".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        return ""
+
+
+class AmqttBroker:
+    """Fallback: amqtt in its own event-loop thread (MQTT 3.1.1, anonymous, no TLS, no persistence)."""
+
+    kind = "amqtt"
+
+    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+        from amqtt.broker import Broker  # noqa: F401  (fail here when amqtt is missing)
+
+        self.port = port or free_port()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._broker = None
+
+    def start(self, timeout: float = 15.0) -> None:
+        from amqtt.broker import Broker
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="amqtt", daemon=True)
+        self._thread.start()
+        config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                  "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}}
+
+        async def _start():
+            self._broker = Broker(config, loop=self._loop)
+            await self._broker.start()
+
+        asyncio.run_coroutine_threadsafe(_start(), self._loop).result(timeout)
+        if not wait_until(lambda: _port_open(self.port), timeout):
+            raise RuntimeError(f"amqtt did not start on port {self.port}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self._loop is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._broker.shutdown(), self._loop).result(timeout)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout)
+        self._loop.close()
+        self._loop = None
+
+    close = stop
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+
+def start_broker(workdir: Path, port: int | None = None, **options) -> MosquittoBroker | AmqttBroker:
+    """A running broker on ``port`` or a free loopback port.
+
+    Options (persistence, password_file, tls) need Mosquitto: without it the test is skipped.
+    """
+    if mosquitto_path() is not None:
+        broker: MosquittoBroker | AmqttBroker = MosquittoBroker(workdir, port=port, **options)
+    elif any(options.values()):
+        pytest.skip(f"needs Mosquitto for {', '.join(k for k, v in options.items() if v)} "
+                    "(apt-get install mosquitto)")
+    else:
+        try:
+            broker = AmqttBroker(workdir, port=port)
+        except ImportError:
+            pytest.skip("no MQTT broker: install mosquitto (or the dev extra's amqtt)")
+    broker.start()
+    return broker
+
+
+class Collector:
+    """A paho subscriber that records every message per topic and reconnects by itself.
+
+    ``persistent=True`` uses a fixed client id and a non-clean session (QoS 1), so with a persistent
+    Mosquitto nothing published while the collector is reconnecting after a broker restart is lost.
+    """
+
+    def __init__(self, port: int, topic: str = "#", *, persistent: bool = False, client_id: str = "",
+                 username: str = "", password: str = "", tls: dict | None = None) -> None:
+        self.topic = topic
+        self.messages: dict[str, list[paho.MQTTMessage]] = {}
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id or f"collector-{id(self)}",
+                                  protocol=paho.MQTTv311, clean_session=not persistent)
+        if username:
+            self.client.username_pw_set(username, password)
+        if tls:
+            self.client.tls_set(ca_certs=tls["ca"], certfile=tls["cert"], keyfile=tls["key"])
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 1)
+        self.client.connect_async("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        if not self._subscribed.wait(20):
+            self.close()
+            raise RuntimeError(f"collector could not subscribe on port {port}")
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if not reason_code.is_failure:
+            client.subscribe(self.topic, qos=1)
+
+    def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.setdefault(msg.topic, []).append(msg)
+            self._cond.notify_all()
+
+    def payloads(self, topic: str) -> list[dict]:
+        """JSON payloads received on ``topic``, in arrival order."""
+        with self._cond:
+            return [json.loads(m.payload) for m in self.messages.get(topic, [])]
+
+    def wait_for(self, predicate, timeout: float = 30.0) -> bool:
+        """Wait until ``predicate(self)`` holds; True if it did within ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not predicate(self):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+        return True
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def read_retained(port: int, topic: str, timeout: float = 15.0, **kwargs) -> dict | None:
+    """The retained JSON message on ``topic`` as a new subscriber sees it (None if there is none)."""
+    c = Collector(port, topic, **kwargs)
+    try:
+        c.wait_for(lambda s: s.messages.get(topic), timeout=min(timeout, 2.0))
+        msgs = c.messages.get(topic, [])
+        retained = [m for m in msgs if m.retain]
+        return json.loads(retained[-1].payload) if retained else None
+    finally:
+        c.close()

@@ -1,0 +1,368 @@
+"""The publisher against a real broker: durable delivery through outages and SIGKILL, status, auth, TLS.
+
+Every wait is on a condition with a generous timeout; the only timed part is the issue's scenario itself
+(50 events spread over a 30 s broker outage).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from jsonschema import Draft202012Validator
+from mqtt_broker import Collector, free_port, read_retained, wait_until
+
+from edge.config import parse_config
+from edge.mqtt import Publisher, decode_waveform
+from edge.outbox import Outbox
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMAS = ROOT / "edge" / "schemas"
+TOPIC = "stopewatch/v1/s1/n1"
+MODEL = {"name": "triaxial", "version": "1.0.0", "sha256": "ab" * 32}
+T = 60.0  # generous timeout for anything that should take well under a second
+
+
+def make_cfg(tmp_path: Path, port: int, max_events: int = 100_000, **mqtt) -> object:
+    return parse_config({"node": {"site": "s1", "node": "n1", "state_dir": str(tmp_path / "state")},
+                         "mqtt": {"host": "127.0.0.1", "port": port, **mqtt},
+                         "outbox": {"max_events": max_events}}, "test.toml")
+
+
+def sample_event(seq: int, boot_id: str = "boot-1", label: str = "blast") -> dict:
+    """A complete stopewatch.event/1 message as the daemon builds it."""
+    probs = dict.fromkeys(("microseismic", "blast", "drilling", "electrical", "mechanical", "noise"), 0.02)
+    probs[label if label in probs else "blast"] = 0.9
+    return {"schema": "stopewatch.event/1", "event_id": f"s1.n1.{boot_id}.{seq}", "site": "s1", "node": "n1",
+            "boot_id": boot_id, "seq": seq, "trigger_time": "2025-03-01T12:00:00.123456Z",
+            "window": {"start": "2025-03-01T12:00:00.000000Z", "fs": 4000.0, "samples": 2048,
+                       "channels": ["Z", "N", "E"]},
+            "label": label, "confidence": 0.9, "probabilities": probs, "entropy": 0.31, "model": MODEL,
+            "features": {"ppv": 1.2e-4, "dominant_hz": 412.0, "duration_s": 0.08, "snr_db": 21.5,
+                         "sta_lta_max": 9.3, "energy": 3.1e-9, "band_energy": {"20-100": 0.1, "100-500": 0.9},
+                         "clipped": False},
+            "latency_ms": 3.2, "historical": False}
+
+
+@pytest.fixture
+def publishers():
+    """Start publishers through this factory; any still running are stopped after the test."""
+    started: list[Publisher] = []
+
+    def start(cfg, boot_id: str = "boot-1", **kwargs) -> Publisher:
+        pub = Publisher(cfg, boot_id, "0.1.0", {"name": MODEL["name"], "sha256": MODEL["sha256"]}, **kwargs)
+        pub.start(reconnect_min_s=1, reconnect_max_s=2)
+        started.append(pub)
+        return pub
+
+    yield start
+    for pub in started:
+        pub.stop(timeout=5)
+
+
+def first_copies(col: Collector) -> list[dict]:
+    """Event messages by first arrival, duplicates (at-least-once redelivery) dropped."""
+    seen, out = set(), []
+    for msg in col.payloads(f"{TOPIC}/event"):
+        if msg["event_id"] not in seen:
+            seen.add(msg["event_id"])
+            out.append(msg)
+    return out
+
+
+def last_status(col: Collector) -> dict | None:
+    statuses = col.payloads(f"{TOPIC}/status")
+    return statuses[-1] if statuses else None
+
+
+def test_events_status_health_and_latency_hook(mqtt_broker, publishers, tmp_path):
+    v311 = mqtt_broker.kind == "amqtt"  # the fallback broker speaks MQTT 3.1.1 only
+    col = Collector(mqtt_broker.port, f"{TOPIC}/#")
+    pub = publishers(make_cfg(tmp_path, mqtt_broker.port, protocol="3.1.1" if v311 else "5"))
+    deliveries = []
+    pub.on_ack = deliveries.append
+    assert wait_until(lambda: pub.connected, T)
+    assert col.wait_for(lambda c: (last_status(c) or {}).get("state") == "online", T)
+    status = last_status(col)
+    assert status["boot_id"] == "boot-1" and status["version"] == "0.1.0" and status["model"]["name"] == "triaxial"
+    Draft202012Validator(json.loads((SCHEMAS / "status.schema.json").read_text())).validate(status)
+
+    for seq in range(1, 11):
+        pub.submit_event(sample_event(seq))
+    assert col.wait_for(lambda c: len(first_copies(c)) == 10, T)
+    assert pub.wait_drained(T) and pub.outbox.depth() == 0
+    events = first_copies(col)
+    assert [e["seq"] for e in events] == list(range(1, 11))
+    assert not any(e["historical"] for e in events)
+    schema = json.loads((SCHEMAS / "event.schema.json").read_text())
+    Draft202012Validator.check_schema(schema)
+    for e in events:
+        Draft202012Validator(schema).validate(e)
+
+    # the latency hook: one Delivery per acknowledged event, with monotonic submit and PUBACK times
+    assert wait_until(lambda: len(deliveries) == 10, T)
+    assert [d.event_id for d in deliveries] == [e["event_id"] for e in events]
+    assert all(d.latency_s is not None and d.latency_s > 0 for d in deliveries)
+    stats = pub.stats()
+    assert stats["acked"] == 10 and stats["backlog"] == 0 and stats["connected"] is True
+    assert stats["publish_latency_ms"]["n"] == 10 and stats["publish_latency_ms"]["p99"] > 0
+
+    assert pub.publish_health({"uptime_s": 1.5, "backlog": 0})
+    assert col.wait_for(lambda c: c.payloads(f"{TOPIC}/health") == [{"uptime_s": 1.5, "backlog": 0}], T)
+    assert not col.messages[f"{TOPIC}/health"][0].retain
+    assert "connected" in pub.status_line()
+    if mqtt_broker.kind == "mosquitto":
+        assert "as stopewatch-s1-n1 (p5" in mqtt_broker.log.read_text()  # MQTT 5 by default
+    col.close()
+
+
+def test_mqtt_311_option(make_broker, publishers, tmp_path):
+    broker = make_broker()
+    col = Collector(broker.port, f"{TOPIC}/#")
+    pub = publishers(make_cfg(tmp_path, broker.port, protocol="3.1.1", client_id="gw-311"))
+    for seq in range(1, 4):
+        pub.submit_event(sample_event(seq))
+    assert col.wait_for(lambda c: len(first_copies(c)) == 3, T)
+    assert [e["seq"] for e in first_copies(col)] == [1, 2, 3]
+    assert col.wait_for(lambda c: (last_status(c) or {}).get("state") == "online", T)
+    if broker.kind == "mosquitto":
+        assert "as gw-311 (p2" in broker.log.read_text()  # protocol level 4 is logged as p2 (3.1.1)
+    col.close()
+
+
+def test_clean_stop_publishes_stopped_and_loses_nothing(mqtt_broker, publishers, tmp_path):
+    v311 = mqtt_broker.kind == "amqtt"
+    col = Collector(mqtt_broker.port, f"{TOPIC}/#")
+    pub = publishers(make_cfg(tmp_path, mqtt_broker.port, protocol="3.1.1" if v311 else "5"))
+    assert wait_until(lambda: pub.connected, T)
+    for seq in range(1, 31):
+        pub.submit_event(sample_event(seq))
+    assert pub.stop(timeout=T) == 0  # drained before stopping
+    assert col.wait_for(lambda c: len(first_copies(c)) == 30, T)
+    assert [e["seq"] for e in first_copies(col)] == list(range(1, 31))
+    assert col.wait_for(lambda c: (last_status(c) or {}).get("state") == "stopped", T)
+    if mqtt_broker.kind == "mosquitto":
+        # once the broker has handled the disconnect, a will would already have replaced `stopped`
+        assert wait_until(lambda: "Client stopewatch-s1-n1 disconnected." in mqtt_broker.log.read_text(), T)
+    assert read_retained(mqtt_broker.port, f"{TOPIC}/status")["state"] == "stopped"
+    assert Outbox(make_cfg(tmp_path, mqtt_broker.port).outbox_path).depth() == 0
+    col.close()
+
+
+def test_starts_without_broker_queues_to_disk_evicts_noise_first_then_delivers(make_broker, publishers, tmp_path,
+                                                                                caplog):
+    caplog.set_level(logging.INFO, logger="edge.mqtt")
+    broker = make_broker(persistence=True)  # persistence: the collector's session survives the restart
+    col = Collector(broker.port, f"{TOPIC}/event", persistent=True, client_id="central")
+    broker.stop()
+    pub = publishers(make_cfg(tmp_path, broker.port, max_events=5))  # returns at once with no broker
+    labels = ["blast", "noise", "microseismic", "noise", "drilling", "electrical", "noise", "mechanical"]
+    for seq, label in enumerate(labels, 1):
+        pub.submit_event(sample_event(seq, label=label))
+    assert not pub.connected and "unreachable" in pub.status_line()
+    assert pub.outbox.depth() == 5
+    assert pub.stats()["evictions"] == {"noise": 3}
+    assert wait_until(lambda: pub.stats()["connect_failures"] >= 2, T)
+    assert caplog.text.count("unreachable") == 1  # one line per state change, not per retry
+
+    broker.start()
+    assert col.wait_for(lambda c: len(first_copies(c)) == 5, T)
+    events = first_copies(col)
+    assert [e["label"] for e in events] == ["blast", "microseismic", "drilling", "electrical", "mechanical"]
+    assert all(e["historical"] for e in events)
+    assert pub.wait_drained(T)
+    assert "connected to 127.0.0.1" in caplog.text
+    col.close()
+
+
+@pytest.mark.slow
+def test_broker_outage_30s_with_50_events_delivers_all_in_order(make_broker, publishers, tmp_path):
+    broker = make_broker(persistence=True)
+    col = Collector(broker.port, f"{TOPIC}/#", persistent=True, client_id="central")
+    pub = publishers(make_cfg(tmp_path, broker.port))
+    assert wait_until(lambda: pub.connected, T)
+    pub.submit_event(sample_event(1))  # live
+    assert col.wait_for(lambda c: len(first_copies(c)) == 1, T) and pub.wait_drained(T)
+
+    broker.stop()
+    assert wait_until(lambda: not pub.connected, T)
+    t0 = time.monotonic()
+    for i in range(50):  # the issue's scenario: 50 events while the broker is down for 30 s
+        time.sleep(max(0.0, t0 + i * 0.6 - time.monotonic()))
+        pub.submit_event(sample_event(2 + i))
+    time.sleep(max(0.0, t0 + 30.0 - time.monotonic()))
+    assert pub.outbox.depth() == 50 and not pub.connected
+
+    broker.start()
+    assert col.wait_for(lambda c: len(first_copies(c)) == 51, T)
+    events = first_copies(col)
+    assert [e["seq"] for e in events] == list(range(1, 52))  # in order, none lost
+    assert events[0]["historical"] is False and all(e["historical"] for e in events[1:])
+    assert pub.wait_drained(T)
+    assert pub.stats()["reconnects"] >= 1
+    assert col.wait_for(lambda c: (last_status(c) or {}).get("state") == "online", T)
+    col.close()
+
+
+_CHILD = """
+import json, sys, time
+from edge.config import parse_config
+from edge.mqtt import Publisher
+cfg = parse_config(json.loads(sys.argv[1]))
+events = json.loads(open(sys.argv[2]).read())
+pub = Publisher(cfg, "boot-child", "0.1.0", {"name": "triaxial", "sha256": "ab" * 32})
+pub.start(reconnect_max_s=2)
+deadline = time.monotonic() + 60
+while not pub.connected:
+    if time.monotonic() > deadline:
+        sys.exit("child: no connection")
+    time.sleep(0.01)
+print("connected", flush=True)
+sys.stdin.readline()
+for event in events:
+    print(pub.submit_event(event), flush=True)  # printed once on disk
+print("done", flush=True)
+time.sleep(600)
+"""
+
+
+def test_sigkill_with_backlog_will_says_offline_and_restart_delivers(mqtt_broker, publishers, tmp_path):
+    if mqtt_broker.kind != "mosquitto":
+        pytest.skip("needs Mosquitto (SIGSTOP of the broker process)")
+    col = Collector(mqtt_broker.port, f"{TOPIC}/#")
+    cfg_data = {"node": {"site": "s1", "node": "n1", "state_dir": str(tmp_path / "state")},
+                "mqtt": {"host": "127.0.0.1", "port": mqtt_broker.port}}
+    events_file = tmp_path / "events.json"
+    events_file.write_text(json.dumps([sample_event(seq, "boot-child") for seq in range(1, 21)]))
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(cfg_data), str(events_file)], cwd=ROOT,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "connected"
+        assert col.wait_for(lambda c: (last_status(c) or {}).get("boot_id") == "boot-child", T)
+        # Freeze the broker: the child publishes but no PUBACK can come back, so its backlog stays on disk.
+        mqtt_broker.proc.send_signal(signal.SIGSTOP)
+        try:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            lines = [child.stdout.readline().strip() for _ in range(21)]
+            assert lines[-1] == "done", lines
+            child.kill()  # SIGKILL with 20 unacknowledged events
+            child.wait(T)
+        finally:
+            mqtt_broker.proc.send_signal(signal.SIGCONT)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(T)
+        child.stdin.close()
+        child.stdout.close()
+    assert col.wait_for(lambda c: (last_status(c) or {}).get("state") == "offline", T)  # the broker's will
+    assert last_status(col)["boot_id"] == "boot-child"
+    cfg = parse_config(cfg_data)
+    with Outbox(cfg.outbox_path) as box:
+        assert box.depth() == 20
+
+    pub = publishers(cfg, boot_id="boot-2")
+    assert col.wait_for(lambda c: len(first_copies(c)) == 20, T)
+    assert pub.wait_drained(T)
+    assert [e["seq"] for e in first_copies(col)] == list(range(1, 21))
+    resent = [e for e in col.payloads(f"{TOPIC}/event") if e["historical"]]
+    assert sorted({e["seq"] for e in resent}) == list(range(1, 21))  # the new run resent all, as historical
+    assert col.wait_for(lambda c: ((last_status(c) or {}).get("state"), last_status(c).get("boot_id"))
+                        == ("online", "boot-2"), T)
+    col.close()
+
+
+def test_username_and_password_file(make_broker, publishers, tmp_path, caplog):
+    tool = shutil.which("mosquitto_passwd")
+    if tool is None:
+        pytest.skip("mosquitto_passwd not installed")
+    pwfile = tmp_path / "passwd"
+    subprocess.run([tool, "-c", "-b", str(pwfile), "gateway", "s3cret"], check=True, timeout=T)
+    subprocess.run([tool, "-b", str(pwfile), "central", "c3ntral"], check=True, timeout=T)
+    broker = make_broker(password_file=pwfile)
+    (tmp_path / "good").write_text("s3cret\n")
+    (tmp_path / "bad").write_text("wrong\n")
+    col = Collector(broker.port, f"{TOPIC}/#", username="central", password="c3ntral")
+
+    caplog.set_level(logging.INFO, logger="edge.mqtt")
+    bad = publishers(make_cfg(tmp_path / "b", broker.port, username="gateway", password_file=str(tmp_path / "bad")))
+    bad.submit_event(sample_event(1))
+    assert wait_until(lambda: "refused" in caplog.text, T)
+    assert not bad.connected and bad.outbox.depth() == 1  # kept on disk, not dropped
+    bad.stop(timeout=1)
+
+    good = publishers(make_cfg(tmp_path / "g", broker.port, username="gateway",
+                               password_file=str(tmp_path / "good")))
+    good.submit_event(sample_event(1))
+    assert col.wait_for(lambda c: len(first_copies(c)) == 1, T)
+    assert good.wait_drained(T)
+    col.close()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, timeout=T, capture_output=True)
+
+
+def make_certificates(d: Path) -> dict:
+    """A throw-away CA, a broker certificate for 127.0.0.1 and a client certificate, via the openssl CLI."""
+    d.mkdir()
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             cwd=d)
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+                      ("client", "extendedKeyUsage=clientAuth\n")):
+        (d / f"{name}.ext").write_text("basicConstraints=CA:FALSE\n" + ext)
+        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+    return {name: str(d / name) for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
+
+
+def test_tls_with_ca_and_client_certificate(make_broker, publishers, tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed (needed to make test certificates)")
+    certs = make_certificates(tmp_path / "pki")
+    broker = make_broker(tls={"ca": certs["ca.crt"], "cert": certs["server.crt"], "key": certs["server.key"]})
+    client_tls = {"ca": certs["ca.crt"], "cert": certs["client.crt"], "key": certs["client.key"]}
+    col = Collector(broker.port, f"{TOPIC}/#", tls=client_tls)
+    pub = publishers(make_cfg(tmp_path, broker.port, tls=True, ca_file=certs["ca.crt"],
+                              cert_file=certs["client.crt"], key_file=certs["client.key"]))
+    for seq in (1, 2):
+        pub.submit_event(sample_event(seq))
+    assert col.wait_for(lambda c: len(first_copies(c)) == 2, T)
+    assert pub.wait_drained(T)
+    assert col.wait_for(lambda c: (last_status(c) or {}).get("state") == "online", T)
+    col.close()
+
+
+def test_waveforms_published_when_enabled(make_broker, publishers, tmp_path):
+    broker = make_broker()
+    v311 = broker.kind == "amqtt"
+    col = Collector(broker.port, f"{TOPIC}/#")
+    pub = publishers(make_cfg(tmp_path, broker.port, publish_waveforms=True, protocol="3.1.1" if v311 else "5"))
+    window = np.random.default_rng(1).standard_normal((3, 2048)).astype(np.float32) * 1e-5
+    event = sample_event(1)
+    pub.submit_event(event)
+    assert pub.submit_waveform(event["event_id"], window, 4000.0, event["window"]["start"], ["Z", "N", "E"],
+                               units="m/s", label="blast") is not None
+    assert col.wait_for(lambda c: c.messages.get(f"{TOPIC}/waveform"), T)
+    msg = col.payloads(f"{TOPIC}/waveform")[0]
+    Draft202012Validator(json.loads((SCHEMAS / "waveform.schema.json").read_text())).validate(msg)
+    assert msg["event_id"] == event["event_id"] and msg["fs"] == 4000.0 and msg["channels"] == ["Z", "N", "E"]
+    np.testing.assert_array_equal(decode_waveform(msg), window)  # exact float32 round trip
+    assert pub.wait_drained(T)
+
+    off = Publisher(make_cfg(tmp_path / "off", free_port()), "b", "0.1.0", {})
+    assert off.submit_waveform("x", window, 4000.0, "t", ["Z", "N", "E"]) is None  # disabled by default
+    off.stop(timeout=0)
+    col.close()
