@@ -1,0 +1,39 @@
+"""Each committed model in models/ scores, on a freshly generated test set from its card's seeds,
+the macro-F1 its card claims (the same interpreter and code as the gateway)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.model import Classifier, read_card, sha256_file
+
+MODELS = sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "models").glob("*/model_card.json"))
+TOLERANCE = 0.002  # float rounding across CPUs/libm may flip a borderline window or two
+
+pytestmark = pytest.mark.slow
+
+
+def test_models_are_shipped():
+    names = {read_card(m / "model_card.json")["channels"] for m in MODELS}
+    assert names == {1, 3}, f"expected a uniaxial and a triaxial model in models/, found {MODELS}"
+
+
+@pytest.mark.parametrize("model_dir", MODELS, ids=[m.name for m in MODELS])
+def test_card_claim_on_fresh_test_set(model_dir):
+    from training import metrics as M
+    from training.synthetic.generate import generate_windows
+
+    card = read_card(model_dir / "model_card.json")
+    assert card["sha256"] == sha256_file(model_dir / "model.tflite")
+    assert (model_dir / "model.tflite").stat().st_size <= 64 * 1024
+    gen = card["metrics_test_set"]["test"]["generator"]
+    assert gen["seed"] not in (card["config"]["data"]["train_seed"], card["config"]["data"]["val_seed"])
+    ws = generate_windows(gen["count"], gen["seed"], sites=[gen["sites"]], fs=gen["fs"], channels=gen["channels"],
+                          samples=gen["samples"], families=tuple(gen["families"]), snr_db=tuple(gen["snr_db"]))
+    clf = Classifier(model_dir)
+    assert clf.is_quantized
+    logits = clf.logits_prepared(clf.prepare(ws.waveforms, ws.fs))
+    y = np.array([clf.classes.index(str(v)) for v in ws.labels])
+    f1 = M.classification_metrics(y, logits.argmax(1))["macro_f1"]
+    assert f1 == pytest.approx(card["metrics"]["test_macro_f1"], abs=TOLERANCE)

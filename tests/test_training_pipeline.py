@@ -1,0 +1,164 @@
+"""Tiny end-to-end run of `stopewatch train` (real TensorFlow, real tfmot pruning, real int8 conversion,
+real LiteRT interpreter), then `evaluate`, `classify` and fine-tuning on the artefacts it wrote."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.cli import main
+from edge.errors import UserError
+from edge.formats import write_windows
+from edge.model import Classifier, read_card, sha256_file
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = """
+name = "tiny"
+version = "0.0.1"
+seed = 3
+[data]
+channels = 3
+train_count = 180
+val_count = 60
+test_count = 60
+heldout_count = 36
+lowsnr_count = 36
+openset_count = 24
+[train]
+epochs = 2
+batch_size = 32
+[prune]
+epochs = 2
+final_sparsity = 0.6
+[quantize]
+representative = 24
+[report]
+latency_runs = 30
+baselines = true
+robustness = false
+"""
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    os.environ["STOPEWATCH_CACHE"] = str(root / "cache")
+    cfg = root / "tiny.toml"
+    cfg.write_text(TINY)
+    out = root / "model"
+    assert main(["train", "--config", str(cfg), "--out", str(out)]) == 0
+    return out
+
+
+def test_artefacts_card_and_hashes(trained):
+    for name in ("model.tflite", "model_float.tflite", "model.weights.h5", "model_card.json", "report.md",
+                 "report.json", "plots/confusion_test.png", "plots/reliability.png"):
+        assert (trained / name).is_file(), name
+    card = read_card(trained / "model_card.json")
+    assert card["sha256"] == sha256_file(trained / "model.tflite")
+    assert card["files"]["model_float.tflite"] == sha256_file(trained / "model_float.tflite")
+    assert card["classes"] == ["microseismic", "blast", "drilling", "electrical", "mechanical", "noise"]
+    assert (card["fs"], card["channels"], card["samples"]) == (4000.0, 3, 4096)
+    assert card["temperature"] > 0 and 0 <= card["unknown_threshold"] <= 1
+    assert card["sparsity"] >= 0.59  # the configured 0.6, reached by the end step
+    assert card["training_data"]["train"]["count"] == 180
+    assert "CONV_2D" in card["tflite_ops"]
+    for key in ("test_macro_f1", "int8_f1_loss", "ece_after", "int8_latency_ms", "sparsity"):
+        assert key in card["metrics"]
+
+
+def test_int8_input_output_and_float_agreement(trained):
+    q, f = Classifier(trained), Classifier(trained / "model_float.tflite")
+    assert q.is_quantized and not f.is_quantized
+    out = q.interpreter.get_output_details()[0]
+    assert np.dtype(out["dtype"]) == np.int8
+    assert q._in["quantization"][0] == pytest.approx(q.card["input_quantization"]["scale"])
+    from training.data import synthetic
+    ws = synthetic(60, 202, "train")  # the validation windows
+    x = q.prepare(ws.waveforms, ws.fs)
+    lq, lf = q.logits_prepared(x), f.logits_prepared(x)
+    spread = lf.max(axis=1) - lf.min(axis=1)
+    assert np.median(np.abs(lq - lf).max(axis=1) / spread) < 0.1
+    assert np.mean(lq.argmax(1) == lf.argmax(1)) >= 0.9
+
+
+def test_report_has_spec_keys_and_every_target(trained):
+    rep = json.loads((trained / "report.json").read_text())
+    for k in ("macro_f1", "accuracy", "balanced_accuracy", "per_class", "confusion", "ece", "by_snr", "by_site"):
+        assert k in rep
+    assert len(rep["targets"]) == 9 and all(t["measured"] is not None for t in rep["targets"])
+    assert set(rep["evaluations"]) >= {"test", "heldout", "lowsnr", "test_vertical_only"}
+    assert set(rep["baselines"]["models"]) == {"logistic_regression", "decision_tree", "naive_bayes", "svm_rbf",
+                                               "random_forest"}
+    assert rep["open_set"]["n"] == 24
+    md = (trained / "report.md").read_text()
+    assert "## Targets" in md and ("MISSED" in md or "yes" in md)
+
+
+def test_evaluate_cli_with_open_set_family(trained, tmp_path):
+    from training.data import synthetic
+    ws = synthetic(30, 99, "all", families=("microseismic", "noise", "rockfall"))
+    write_windows(tmp_path / "mixed.npz", ws)
+    out = tmp_path / "eval" / "report.json"
+    assert main(["evaluate", "--model", str(trained), "--data", str(tmp_path / "mixed.npz"), "--out", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["open_set"]["family"] == ["rockfall"]
+    assert rep["n"] + rep["open_set"]["n"] == 30
+    assert (tmp_path / "eval" / "report_confusion.png").is_file()
+
+
+def test_classify_uses_edge_only_and_prints_one_line_per_window(trained, tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "w.npz", waveforms=rng.standard_normal((5, 1, 2048)).astype(np.float32), fs=2000.0)
+    code = ("import sys; from edge.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'tensorflow' not in sys.modules and 'training' not in sys.modules, 'loaded TF/training'; "
+            "sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, "classify", "--model", str(trained), str(tmp_path / "w.npz")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(lines) == 5  # uniaxial 2 kHz windows: resampled, Z with silent N/E (card policy zero_fill)
+    for r in lines:
+        assert set(r) == {"label", "confidence", "probabilities", "entropy"}
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert 0 <= r["entropy"] <= 1
+
+
+def test_tampered_model_is_refused(trained, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("model.tflite", "model_card.json"):
+        (bad / name).write_bytes((trained / name).read_bytes())
+    blob = bytearray((bad / "model.tflite").read_bytes())
+    blob[-100] ^= 0xFF
+    (bad / "model.tflite").write_bytes(bytes(blob))
+    with pytest.raises(UserError, match="sha256"):
+        Classifier(bad)
+    assert main(["classify", "--model", str(tmp_path / "nowhere"), str(tmp_path / "x.npz")]) == 2
+
+
+def test_fine_tune_from_a_model_on_site_data(trained, tmp_path):
+    from training.data import synthetic
+    site = synthetic(96, 77, ["pe-cut-and-fill"])
+    write_windows(tmp_path / "site.npz", site)
+    out = tmp_path / "ft"
+    assert main(["train", "--init", str(trained), "--data", str(tmp_path / "site.npz"), "--out", str(out)]) == 0
+    card = read_card(out / "model_card.json")
+    assert card["fine_tuned_from"] == read_card(trained / "model_card.json")["sha256"]
+    assert card["sparsity"] >= 0.59  # fine-tuning keeps the pruning masks
+    assert card["training_data"]["train"]["sites"] == ["pe-cut-and-fill"]
+
+
+def test_train_user_errors_are_one_line(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nepochs = 0\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.epochs" in err
+    assert main(["train", "--init", str(tmp_path), "--out", str(tmp_path / "o")]) == 2

@@ -1,0 +1,194 @@
+"""Training configuration: TOML (tomllib) merged over defaults and validated.
+
+Every error names the file, the key path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from edge.errors import UserError
+from edge.vocabulary import CLASSES
+
+DEFAULTS: dict[str, Any] = {
+    "name": "stopewatch-triaxial",
+    "version": "1.0.0",
+    "seed": 1,
+    "data": {
+        "source": "synthetic",  # "synthetic" (the generator) or "files" (datasets on disk)
+        "channels": 3,
+        "snr_db": [-3.0, 30.0],
+        "train_count": 9000,
+        "val_count": 1500,
+        "test_count": 3000,
+        "heldout_count": 2400,
+        "lowsnr_count": 2400,
+        "openset_count": 600,
+        "train_seed": 101,
+        "val_seed": 202,
+        "test_seed": 303,
+        "heldout_seed": 404,
+        "lowsnr_seed": 505,
+        "openset_seed": 606,
+        "train": "",  # paths, used when source = "files"
+        "val": "",
+        "test": "",
+        "heldout": "",
+        "val_fraction": 0.15,  # of "train" when "val" is empty
+    },
+    "preprocess": {"fs": 4000.0, "samples": 4096, "highpass_hz": 3.0, "lowpass_hz": 1800.0, "order": 4,
+                   "clip": 16.0},
+    "model": {
+        "filters": [16, 24, 32, 48, 64],
+        "kernels": [16, 9, 9, 5, 3],
+        "strides": [4, 4, 2, 2, 2],
+        "dropout": 0.15,
+        "channel_policy": "",  # "" = zero_fill for triaxial (trained with channel dropout), first for uniaxial
+    },
+    "train": {
+        "epochs": 30,
+        "batch_size": 64,
+        "learning_rate": 0.003,
+        "patience": 6,
+        "class_weight": "balanced",  # "balanced" or "none"
+        "label_smoothing": 0.0,
+    },
+    "augment": {
+        "time_shift": 0.15,  # max shift as a fraction of the window
+        "channel_gain": [0.85, 1.18],  # per-channel relative gain jitter
+        "polarity": 0.5,  # probability of flipping the polarity of the whole window
+        "background": 0.5,  # probability of adding another window's background
+        "background_snr_db": [0.0, 25.0],
+        "channel_dropout": 0.15,  # probability of silencing N and E (uniaxial robustness)
+    },
+    "prune": {
+        "final_sparsity": 0.6,
+        "epochs": 8,
+        "frequency": 50,  # steps between mask updates (must be below the end step)
+    },
+    "finetune": {  # `stopewatch train --init MODEL --data SITE_DATA`
+        "epochs": 12,
+        "learning_rate": 0.001,
+        "prune_epochs": 3,
+    },
+    "quantize": {
+        "representative": 400,
+        "max_f1_loss": 0.005,
+        "qat_epochs": 3,
+    },
+    "calibration": {
+        "reject_fraction": 0.01,  # fraction of correct validation windows allowed below the threshold
+    },
+    "report": {
+        "latency_runs": 300,
+        "baselines": True,
+        "robustness": True,
+        "label_efficiency": False,
+        "label_sizes": [64, 128, 256, 512],
+        "seeds": 1,  # extra full runs with other seeds for mean/spread (>= 3 for the shipped models)
+    },
+}
+
+_CHOICES = {
+    ("data", "source"): ("synthetic", "files"),
+    ("data", "channels"): (1, 3),
+    ("train", "class_weight"): ("balanced", "none"),
+    ("model", "channel_policy"): ("", "strict", "first", "zero_fill", "any"),
+}
+
+
+def _merge(base: dict, over: dict, path: str, where: str) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        kp = f"{path}.{key}" if path else key
+        if key not in base:
+            raise UserError(f"{where}: unknown key '{kp}'; allowed here: {', '.join(sorted(base))}")
+        want = base[key]
+        if isinstance(want, dict):
+            if not isinstance(value, dict):
+                raise UserError(f"{where}: key '{kp}' must be a table, got {value!r}")
+            out[key] = _merge(want, value, kp, where)
+            continue
+        if isinstance(want, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(want, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(want, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(want, list):
+            ok = isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)
+        else:
+            ok = isinstance(value, type(want))
+        if not ok:
+            raise UserError(f"{where}: key '{kp}' = {value!r}; expected {type(want).__name__} like {want!r}")
+        choices = _CHOICES.get(tuple(kp.split(".")))
+        if choices is not None and value not in choices:
+            raise UserError(f"{where}: key '{kp}' = {value!r}; allowed: {', '.join(map(repr, choices))}")
+        out[key] = value
+    return out
+
+
+def _check(cfg: dict, where: str) -> None:
+    def bad(kp: str, value: Any, allowed: str) -> UserError:
+        return UserError(f"{where}: key '{kp}' = {value!r}; allowed: {allowed}")
+
+    m = cfg["model"]
+    if not (len(m["filters"]) == len(m["kernels"]) == len(m["strides"]) >= 1):
+        raise bad("model.filters", m["filters"], "lists filters/kernels/strides of equal, non-zero length")
+    if not 0 <= m["dropout"] < 1:
+        raise bad("model.dropout", m["dropout"], "0 <= dropout < 1")
+    p = cfg["prune"]
+    if not 0 <= p["final_sparsity"] < 1:
+        raise bad("prune.final_sparsity", p["final_sparsity"], "0 <= sparsity < 1")
+    if p["epochs"] < 1 or p["frequency"] < 1:
+        raise bad("prune.epochs", p["epochs"], "epochs >= 1 and frequency >= 1")
+    for k in ("epochs", "batch_size", "patience"):
+        if cfg["train"][k] < 1:
+            raise bad(f"train.{k}", cfg["train"][k], "an integer >= 1")
+    for k in ("snr_db",):
+        v = cfg["data"][k]
+        if len(v) != 2 or v[0] > v[1]:
+            raise bad(f"data.{k}", v, "[LOW, HIGH] with LOW <= HIGH")
+    a = cfg["augment"]
+    for k in ("channel_gain", "background_snr_db"):
+        if len(a[k]) != 2 or a[k][0] > a[k][1]:
+            raise bad(f"augment.{k}", a[k], "[LOW, HIGH] with LOW <= HIGH")
+    for k in ("polarity", "background", "channel_dropout", "time_shift"):
+        if not 0 <= a[k] <= 1:
+            raise bad(f"augment.{k}", a[k], "a probability/fraction in 0..1")
+    if cfg["report"]["seeds"] < 1:
+        raise bad("report.seeds", cfg["report"]["seeds"], "an integer >= 1")
+    d = cfg["data"]
+    if d["source"] == "files" and not d["train"]:
+        raise bad("data.train", d["train"], "a dataset path when data.source = 'files'")
+    if d["source"] == "synthetic":
+        for k in ("train_count", "val_count", "test_count"):
+            if d[k] < len(CLASSES):
+                raise bad(f"data.{k}", d[k], f"at least {len(CLASSES)} windows (one per class)")
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """Defaults, then the TOML file at ``path`` (if given), then ``overrides``; validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    where = "defaults"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        try:
+            with open(path, "rb") as f:
+                user = tomllib.load(f)
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such config file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"{path}: not valid TOML ({exc})") from None
+        cfg = _merge(cfg, user, "", where)
+    if overrides:
+        cfg = _merge(cfg, overrides, "", f"{where} (overrides)")
+    _check(cfg, where)
+    if not cfg["model"]["channel_policy"]:
+        cfg["model"]["channel_policy"] = "zero_fill" if cfg["data"]["channels"] == 3 else "first"
+    return cfg

@@ -1,0 +1,378 @@
+"""The training report: evaluations through the gateway's classifier, targets met or missed,
+report.json, report.md and PNG plots; the headline metrics go into the model card."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.model import TFLITE, Classifier, softmax
+from edge.preprocess import PreprocessParams
+from training import data as D
+from training import experiments as X
+from training import metrics as M
+
+TARGETS = {
+    "test_macro_f1": (">=", 0.99, "in-distribution macro-F1 (int8)"),
+    "heldout_macro_f1": (">=", 0.95, "held-out sites macro-F1 (int8)"),
+    "lowsnr_macro_f1": (">=", 0.90, "SNR -3..6 dB macro-F1 (int8)"),
+    "int8_f1_loss": ("<=", 0.005, "macro-F1 lost by int8 vs float TFLite (test)"),
+    "ece_after": ("<=", 0.03, "ECE after temperature scaling (int8, test)"),
+    "int8_kbytes": ("<=", 64.0, "int8 .tflite size (KB = 1024 bytes)"),
+    "int8_latency_ms": ("<=", 1.0, "int8 latency per window, one core (median ms)"),
+    "int8_faster_than_float": ("==", True, "int8 faster than float TFLite"),
+    "sparsity": (">=", 0.5, "weight sparsity of conv/dense kernels"),
+}
+
+
+def evaluate_split(clf: Classifier, ws) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(report, logits, y) of a classifier on a WindowSet with known labels."""
+    known = np.isin(ws.labels, clf.classes)
+    ws = ws.subset(known)
+    logits = clf.logits_prepared(clf.prepare(ws.waveforms, ws.fs))
+    y = np.array([clf.classes.index(str(v)) for v in ws.labels])
+    rep = M.evaluate_logits(logits, y, clf.temperature, clf.threshold, ws.snr_db, ws.site, tuple(clf.classes))
+    rep["model"] = {"path": str(clf.tflite_path), **clf.identity, "input_dtype": clf.input_dtype.name}
+    return rep, logits, y
+
+
+def check_targets(h: dict) -> list[dict]:
+    """Every target with its measured figure and whether it is met (never silently dropped)."""
+    out = []
+    for key, (op, target, what) in TARGETS.items():
+        value = h.get(key)
+        if value is None:
+            out.append({"key": key, "what": what, "target": f"{op} {target}", "measured": None, "met": None})
+            continue
+        met = {">=": value >= target, "<=": value <= target, "==": value == target}[op]
+        out.append({"key": key, "what": what, "target": f"{op} {target}", "measured": value, "met": bool(met)})
+    return out
+
+
+def _mean_std(values: list[float]) -> dict:
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "min": float(v.min()), "n": int(len(v)), "values": v.tolist()}
+
+
+def write_report(cfg: dict, splits: dict, out: Path, result: dict) -> dict:
+    """Evaluate the written model, run the configured experiments, write report.json/.md and plots,
+    and store the headline metrics in the model card. Returns the card."""
+    from training.train import FLOAT_TFLITE, log, write_card
+
+    t0 = time.perf_counter()
+    card = result["card"]
+    params = PreprocessParams.from_dict(cfg["preprocess"])
+    ch, policy = cfg["data"]["channels"], cfg["model"]["channel_policy"]
+    rc = cfg["report"]
+    clf8 = Classifier(out)
+    clff = Classifier(out / FLOAT_TFLITE)
+    evals: dict = {}
+    logits_test = y_test = None
+    for split in ("test", "heldout", "lowsnr"):
+        if split not in splits:
+            continue
+        r8, lg, y = evaluate_split(clf8, splits[split])
+        rf, _, _ = evaluate_split(clff, splits[split])
+        evals[split] = {"int8": r8, "float": rf}
+        if split == "test":
+            logits_test, y_test = lg, y
+        log(f"{split}: int8 macro-F1 {r8['macro_f1']:.4f}, float {rf['macro_f1']:.4f}")
+    if ch == 3 and "test" in splits and policy in ("zero_fill", "any"):
+        t = splits["test"]
+        uni = t.subset(np.arange(len(t)))
+        uni.waveforms = np.ascontiguousarray(t.waveforms[:, :1])
+        evals["test_vertical_only"] = {"int8": evaluate_split(clf8, uni)[0]}
+    openset = None
+    if "openset" in splits:
+        lg = clf8.logits_prepared(clf8.prepare(splits["openset"].waveforms, splits["openset"].fs))
+        openset = M.open_set(lg, clf8.temperature, clf8.threshold)
+        openset["family"] = sorted(set(splits["openset"].labels.tolist()))
+        log(f"open set ({openset['family']}): {openset['unknown_fraction']:.1%} unknown")
+
+    x1 = result["x_val"][:1]
+    latency = {"int8_litert": X.tflite_latency(out / TFLITE, x1, rc["latency_runs"]),
+               "float_litert": X.tflite_latency(out / FLOAT_TFLITE, x1, rc["latency_runs"]),
+               "keras": X.keras_latency(result["model"], x1, max(50, rc["latency_runs"] // 3)),
+               "machine": f"{os.cpu_count()}-core {os.uname().machine}, one core pinned, num_threads=1"}
+    sizes = {"int8": X.size_of(out / TFLITE), "float": X.size_of(out / FLOAT_TFLITE)}
+
+    extras: dict = {}
+    tests_prep = {}
+    if rc["baselines"] or rc["robustness"] or rc["label_efficiency"]:
+        for split in ("test", "heldout", "lowsnr"):
+            if split in splits:
+                tests_prep[split] = D.prepare(splits[split], params, ch, policy)
+    if rc["baselines"]:
+        log("classical baselines ...")
+        extras["baselines"] = X.baselines(result["train"], tests_prep, params.fs, cfg["seed"])
+    if rc["robustness"] and "test" in tests_prep:
+        log("robustness curves ...")
+        extras["robustness"] = X.robustness(out / TFLITE, tests_prep["test"], params, cfg["seed"])
+    if rc["label_efficiency"] and "heldout" in splits and splits["heldout"].site is not None:
+        site = sorted(set(splits["heldout"].site.tolist()))[0]
+        sel = splits["heldout"].site == site
+        prep = tests_prep["heldout"]
+        test_site = D.Prepared(prep.x[sel], prep.y[sel], splits["heldout"].subset(sel))
+        extras["label_efficiency"] = X.label_efficiency(cfg, out, site, test_site, rc["label_sizes"])
+
+    h: dict = {}
+    if "test" in evals:
+        h["test_macro_f1"] = evals["test"]["int8"]["macro_f1"]
+        h["test_macro_f1_float"] = evals["test"]["float"]["macro_f1"]
+        h["int8_f1_loss"] = h["test_macro_f1_float"] - h["test_macro_f1"]
+        h["ece_before"] = evals["test"]["int8"]["ece_before"]
+        h["ece_after"] = evals["test"]["int8"]["ece"]
+    for split in ("heldout", "lowsnr"):
+        if split in evals:
+            h[f"{split}_macro_f1"] = evals[split]["int8"]["macro_f1"]
+    h["int8_bytes"] = sizes["int8"]["bytes"]
+    h["int8_kbytes"] = sizes["int8"]["bytes"] / 1024
+    h["int8_gzip_bytes"] = sizes["int8"]["gzip_bytes"]
+    h["int8_latency_ms"] = latency["int8_litert"]["median_ms"]
+    h["float_latency_ms"] = latency["float_litert"]["median_ms"]
+    h["keras_latency_ms"] = latency["keras"]["median_ms"]
+    h["int8_faster_than_float"] = h["int8_latency_ms"] < h["float_latency_ms"]
+    h["sparsity"] = card["sparsity"]
+    h["parameters"] = card["parameters"]
+    h["macs"] = card["macs"]
+    if openset:
+        h["openset_unknown_fraction"] = openset["unknown_fraction"]
+
+    if rc["seeds"] > 1:
+        runs = [{"seed": cfg["seed"], "sparsity": card["sparsity"],
+                 **{s: evals[s]["int8"]["macro_f1"] for s in ("test", "heldout", "lowsnr") if s in evals}}]
+        runs += X.other_seeds(cfg, splits, rc["seeds"])
+        extras["seeds"] = {"runs": runs, "summary": {k: _mean_std([r.get(k) for r in runs])
+                                                     for k in ("test", "heldout", "lowsnr", "sparsity")
+                                                     if any(k in r for r in runs)}}
+    targets = check_targets(h)
+    report = {
+        "model": {"name": card["name"], "version": card["version"], "sha256": card["sha256"]},
+        "headline": h, "targets": targets, "evaluations": evals, "open_set": openset, "latency": latency,
+        "size": sizes, "sparsity": result and card["sparsity"], "pruning": card["pruning"],
+        "quantization": card["quantization"], "temperature": card["temperature"],
+        "unknown_threshold": card["unknown_threshold"], "history": result["history"], **extras,
+        "data": card["training_data"], "report_seconds": time.perf_counter() - t0,
+        "training_seconds": card["training_seconds"],
+    }
+    # SPEC.md top-level keys of an evaluation report, from the in-distribution int8 test.
+    if "test" in evals:
+        for k in ("macro_f1", "accuracy", "balanced_accuracy", "per_class", "confusion", "ece", "by_snr", "by_site"):
+            report[k] = evals["test"]["int8"].get(k)
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=float) + "\n")
+    plots = write_plots(out, report, logits_test, y_test, card["temperature"])
+    (out / "report.md").write_text(markdown(report, card, plots))
+    card["metrics"] = {**h, "targets": {t["key"]: t["met"] for t in targets}}
+    if "seeds" in extras:
+        card["metrics"]["seeds"] = extras["seeds"]["summary"]
+    card["metrics_test_set"] = {k: card["training_data"][k] for k in ("test", "heldout", "lowsnr", "openset")
+                                if k in card["training_data"]}
+    write_card(out, card)
+    return card
+
+
+# --------------------------------------------------------------------------- plots
+def write_plots(out: Path, report: dict, logits, y, temperature: float) -> list[str]:
+    """PNG plots: confusion, training curves, reliability, SNR, robustness, label efficiency."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pdir = out / "plots"
+    pdir.mkdir(exist_ok=True)
+    names = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(pdir / name, dpi=90, metadata={"Software": None})
+        plt.close(fig)
+        names.append(f"plots/{name}")
+
+    for split, ev in report["evaluations"].items():
+        if split not in ("test", "heldout", "lowsnr"):
+            continue
+        save(confusion_figure(ev["int8"]["confusion"], ev["int8"]["classes"],
+                              f"{split} (int8), macro-F1 {ev['int8']['macro_f1']:.4f}"), f"confusion_{split}.png")
+    hist = report["history"]
+    if hist:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        ax.plot(range(1, len(hist) + 1), [h["val_macro_f1"] for h in hist], "o-", ms=3)
+        ax.set_xlabel("epoch (dense, then pruning)")
+        ax.set_ylabel("validation macro-F1")
+        ax.grid(alpha=0.3)
+        save(fig, "training.png")
+    if logits is not None:
+        fig, ax = plt.subplots(figsize=(4.2, 4))
+        for t, lab in ((1.0, "before"), (temperature, f"after (T={temperature:.2f})")):
+            p = softmax(logits, t)
+            conf, ok = p.max(1), p.argmax(1) == y
+            edges = np.linspace(0, 1, 16)
+            which = np.clip(np.digitize(conf, edges[1:-1]), 0, 14)
+            xs = [conf[which == b].mean() for b in range(15) if (which == b).any()]
+            ys = [ok[which == b].mean() for b in range(15) if (which == b).any()]
+            ax.plot(xs, ys, "o-", ms=3, label=f"{lab}, ECE {M.ece(p, y):.3f}")
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.legend(fontsize=8)
+        save(fig, "reliability.png")
+    if "test" in report["evaluations"] and report["evaluations"]["test"]["int8"].get("by_snr"):
+        fig, ax = plt.subplots(figsize=(6, 3))
+        for split in ("test", "heldout", "lowsnr"):
+            if split in report["evaluations"]:
+                b = report["evaluations"][split]["int8"]["by_snr"]
+                keys = [k for k in b if k.endswith("dB")]
+                ax.plot(keys, [b[k]["macro_f1"] for k in keys], "o-", label=split)
+        ax.set_ylabel("macro-F1 (int8)")
+        ax.set_xlabel("SNR bucket")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        save(fig, "by_snr.png")
+    rob = report.get("robustness")
+    if rob:
+        fig, axs = plt.subplots(1, 3, figsize=(10, 3))
+        axs[0].plot([str(r["added_noise_snr_db"]) for r in rob["noise"]], [r["macro_f1"] for r in rob["noise"]], "o-")
+        axs[0].set_xlabel("added noise, SNR dB (None = clean)")
+        axs[1].plot([r["shift_s"] for r in rob["time_shift"]], [r["macro_f1"] for r in rob["time_shift"]], "o-")
+        axs[1].set_xlabel("time shift (s)")
+        axs[2].semilogx([r["scale"] for r in rob["amplitude"]], [r["macro_f1"] for r in rob["amplitude"]], "o-")
+        axs[2].set_xlabel("amplitude scale")
+        for ax in axs:
+            ax.set_ylabel("macro-F1")
+            ax.set_ylim(0, 1.02)
+            ax.grid(alpha=0.3)
+        save(fig, "robustness.png")
+    le = report.get("label_efficiency")
+    if le:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot(le["sizes"], le["finetuned"], "o-", label="fine-tuned from the model")
+        ax.plot(le["sizes"], le["scratch"], "s-", label="trained from scratch")
+        ax.axhline(le["zero_shot"], color="k", ls=":", label="no site data")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"labelled windows from {le['site']}")
+        ax.set_ylabel("macro-F1 on that site")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        save(fig, "label_efficiency.png")
+    return names
+
+
+def confusion_figure(cm, classes, title):
+    """A confusion-matrix figure (rows true, columns predicted) with counts."""
+    import matplotlib.pyplot as plt
+    cm = np.asarray(cm)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+# --------------------------------------------------------------------------- markdown
+def _fmt(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def markdown(report: dict, card: dict, plots: list[str]) -> str:
+    """report.md: targets table, headline, per-split results, experiments, plots."""
+    h = report["headline"]
+    lines = [f"# {card['name']} {card['version']}", "",
+             f"sha256 `{card['sha256']}` -- {card['channels']} channel(s) x {card['samples']} samples at "
+             f"{card['fs']:g} Hz; {card['parameters']} parameters, {card['macs']} MACs, "
+             f"{card['sparsity']:.1%} kernel sparsity; temperature {card['temperature']:.3f}, "
+             f"unknown below {card['unknown_threshold']:.3f}.", "",
+             "All figures below are from test sets generated from seeds never used in training "
+             "(see model_card.json `metrics_test_set`), through `edge.model.Classifier`, the gateway's code.", "",
+             "## Targets", "", "| target | required | measured | met |", "|---|---|---|---|"]
+    for t in report["targets"]:
+        met = {True: "yes", False: "**MISSED**", None: "not measured"}[t["met"]]
+        lines.append(f"| {t['what']} | {t['target']} | {_fmt(t['measured'])} | {met} |")
+    lines += ["", "## Results per test set (int8 vs float TFLite)", "",
+              "| set | n | macro-F1 int8 | macro-F1 float | balanced acc. int8 | ECE before | ECE after | "
+              "unknown fraction |", "|---|---|---|---|---|---|---|---|"]
+    for split, ev in report["evaluations"].items():
+        r8, rf = ev["int8"], ev.get("float", {})
+        lines.append(f"| {split} | {r8['n']} | {r8['macro_f1']:.4f} | {_fmt(rf.get('macro_f1'))} | "
+                     f"{r8['balanced_accuracy']:.4f} | {r8['ece_before']:.4f} | {r8['ece']:.4f} | "
+                     f"{r8['with_unknown']['unknown_fraction']:.4f} |")
+    if "test" in report["evaluations"]:
+        r8 = report["evaluations"]["test"]["int8"]
+        lines += ["", "Per class (test, int8):", "", "| class | precision | recall | F1 | support |",
+                  "|---|---|---|---|---|"]
+        for c, m in r8["per_class"].items():
+            lines.append(f"| {c} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |")
+    for split in ("test", "heldout", "lowsnr"):
+        ev = report["evaluations"].get(split)
+        if ev and ev["int8"].get("by_snr"):
+            parts = ", ".join(f"{k}: {v['macro_f1']:.3f} (n={v['n']})" for k, v in ev["int8"]["by_snr"].items())
+            lines += ["", f"By SNR ({split}): {parts}"]
+        if ev and ev["int8"].get("by_site"):
+            parts = ", ".join(f"{k}: {v['macro_f1']:.3f}" for k, v in ev["int8"]["by_site"].items())
+            lines += ["", f"By site ({split}): {parts}"]
+    lat, size = report["latency"], report["size"]
+    lines += ["", "## Size and latency", "",
+              f"int8 {size['int8']['bytes']} bytes ({size['int8']['gzip_bytes']} gzip); float "
+              f"{size['float']['bytes']} bytes ({size['float']['gzip_bytes']} gzip).", "",
+              f"Latency per window ({lat['machine']}): int8 LiteRT {lat['int8_litert']['median_ms']:.3f} ms, "
+              f"float TFLite {lat['float_litert']['median_ms']:.3f} ms, Keras {lat['keras']['median_ms']:.3f} ms "
+              "(medians)."]
+    q = report["quantization"]
+    lines += ["", f"Quantization: {q['method']}; validation macro-F1 float {q['val_macro_f1_float']:.4f}, "
+                  f"int8 {q['val_macro_f1_int8']:.4f}."]
+    os_ = report.get("open_set")
+    if os_:
+        top = ", ".join(f"{k} {v:.1%}" for k, v in sorted(os_["labels"].items(), key=lambda kv: -kv[1]) if v > 0)
+        lines += ["", "## Open set", "",
+                  f"{os_['n']} windows of {', '.join(os_['family'])} (never seen in training): "
+                  f"{os_['unknown_fraction']:.1%} answered `unknown`; answers: {top}."]
+    b = report.get("baselines")
+    if b:
+        splits = [s for s in ("test", "heldout", "lowsnr") if s in next(iter(b["models"].values()))]
+        lines += ["", "## Classical baselines (same split, macro-F1)", "",
+                  "| method | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+        cnn = " | ".join(f"{h.get(s + '_macro_f1', float('nan')):.4f}" for s in splits)
+        lines.append(f"| this CNN (int8) | {cnn} |")
+        for name, r in b["models"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{r[s]:.4f}" for s in splits) + " |")
+        lines += ["", f"Features: {', '.join(b['features'])}."]
+    rob = report.get("robustness")
+    if rob:
+        lines += ["", f"## Robustness (int8, {rob['n']} test windows)", "",
+                  "Added band-limited noise (SNR dB vs the window): " + ", ".join(
+                      f"{r['added_noise_snr_db']}: {r['macro_f1']:.3f}" for r in rob["noise"]),
+                  "", "Time shift (samples): " + ", ".join(f"{r['shift_samples']}: {r['macro_f1']:.3f}"
+                                                           for r in rob["time_shift"]),
+                  "", "Amplitude scale: " + ", ".join(f"{r['scale']:g}: {r['macro_f1']:.3f}"
+                                                      for r in rob["amplitude"])]
+    le = report.get("label_efficiency")
+    if le:
+        lines += ["", f"## Label efficiency (held-out site {le['site']}, float Keras, {le['test_n']} test windows)", "",
+                  f"No site data: {le['zero_shot']:.4f}.", "", "| site windows | fine-tuned | from scratch |",
+                  "|---|---|---|"]
+        for n, a, c in zip(le["sizes"], le["finetuned"], le["scratch"], strict=True):
+            lines.append(f"| {n} | {a:.4f} | {c:.4f} |")
+    s = report.get("seeds")
+    if s:
+        lines += ["", f"## Seeds ({len(s['runs'])} full runs)", "", "| metric | mean | std | min |",
+                  "|---|---|---|---|"]
+        for k, v in s["summary"].items():
+            lines.append(f"| {k} | {v['mean']:.4f} | {v['std']:.4f} | {v['min']:.4f} |")
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    return "\n".join(lines)
