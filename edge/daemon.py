@@ -14,6 +14,7 @@ leaves the old one running).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -113,6 +114,39 @@ class Daemon:
     def _serial_state(self, state: str, detail: str) -> None:
         self.serial_state = state
         self.notifier.status(f"serial {state}; {self.publisher.status_line()}")
+
+    def _take_chunks(self, timeout: float, limit: int = 1 << 20) -> bytes:
+        """All bytes waiting (up to ``limit``), or the first to arrive within ``timeout``."""
+        parts: list[bytes] = []
+        try:
+            parts.append(self.chunks.get(timeout=timeout) if timeout > 0 else self.chunks.get_nowait())
+            while sum(map(len, parts)) < limit:
+                parts.append(self.chunks.get_nowait())
+        except queue.Empty:
+            pass
+        return b"".join(parts)
+
+    def _process(self, data: bytes) -> None:
+        """Decode and feed the pipeline, joining contiguous frames into one block (fewer, larger calls)."""
+        if not data:
+            return
+        run: list = []
+        for item in self.decoder.feed(data):
+            if not hasattr(item, "data"):  # a status frame
+                continue
+            if run and (item.first_sample != run[-1].end_sample or item.fs != run[0].fs
+                        or item.channels != run[0].channels or item.reset):
+                self._on_block(self._join(run))
+                run = []
+            run.append(item)
+        if run:
+            self._on_block(self._join(run))
+
+    @staticmethod
+    def _join(blocks: list):
+        if len(blocks) == 1:
+            return blocks[0]
+        return dataclasses.replace(blocks[0], data=np.concatenate([b.data for b in blocks], axis=1))
 
     def _make_decoder(self):
         from firmware_bridge.decoder import FrameDecoder
@@ -227,14 +261,7 @@ class Daemon:
         next_health = time.monotonic() + min(5.0, self.cfg.health.interval_s)
         next_watchdog = time.monotonic()
         while not self.stop_event.is_set():
-            try:
-                data = self.chunks.get(timeout=0.2)
-            except queue.Empty:
-                data = b""
-            if data:
-                for item in self.decoder.feed(data):
-                    if hasattr(item, "data"):
-                        self._on_block(item)
+            self._process(self._take_chunks(timeout=0.2))
             if self._reload.is_set():
                 self._reload.clear()
                 self._reload_now()
@@ -251,14 +278,8 @@ class Daemon:
 
     def _shutdown(self) -> int:
         self.notifier.stopping("draining")
-        while True:  # what the board already sent is processed, then open windows are closed
-            try:
-                data = self.chunks.get_nowait()
-            except queue.Empty:
-                break
-            for item in self.decoder.feed(data):
-                if hasattr(item, "data"):
-                    self._on_block(item)
+        while data := self._take_chunks(timeout=0):  # what the board already sent is processed ...
+            self._process(data)
         if self.pipeline is not None:
             self._emit(self.pipeline.flush())
         left = self.publisher.stop(timeout=10.0)
