@@ -116,8 +116,8 @@ class Publisher:
         self.cfg = cfg
         self.boot_id = boot_id
         self.version = version
-        self.model = dict(model)
         self.root = cfg.topic_root
+        self._model = dict(model)
         self.outbox = outbox if outbox is not None else Outbox(cfg.outbox_path, cfg.outbox.max_events)
         self.window = max(1, int(window))
         self.on_ack: Callable[[Delivery], None] | None = None
@@ -144,6 +144,18 @@ class Publisher:
         self.client = self._make_client()
 
     # ----------------------------------------------------------------- client set-up
+    @property
+    def model(self) -> dict:
+        """The status message's model description; setting it (model swap) refreshes the will and status."""
+        return self._model
+
+    @model.setter
+    def model(self, model: dict) -> None:
+        self._model = dict(model)
+        self.client.will_set(f"{self.root}/status", self._status("offline"), qos=1, retain=True)  # next session
+        if self._connected and not self._stopping.is_set():
+            self.client.publish(f"{self.root}/status", self._status("online"), qos=1, retain=True)
+
     def _status(self, state: str) -> bytes:
         return _dumps({"state": state, "ts": utc_now(), "boot_id": self.boot_id, "version": self.version,
                        "model": self.model})

@@ -3,7 +3,8 @@
 Mosquitto is preferred (``/usr/sbin/mosquitto`` or on PATH; CI installs it). Without it, a pure-Python
 amqtt broker serves the plain tests (MQTT 3.1.1, anonymous, no TLS, no persistence); tests that need
 more call :func:`start_broker` with options and are skipped when only amqtt is available.
-Never the machine's own broker on 1883: every broker here is started by the test on its own port.
+``STOPEWATCH_TEST_BROKER=amqtt`` forces the fallback. Never the machine's own broker on 1883: every
+broker here is started by the test on its own port.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -25,6 +27,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 
 def mosquitto_path() -> str | None:
+    """Mosquitto's executable; None when absent or when STOPEWATCH_TEST_BROKER=amqtt forces the fallback."""
+    if os.environ.get("STOPEWATCH_TEST_BROKER") == "amqtt":
+        return None
     found = shutil.which("mosquitto")
     if found:
         return found

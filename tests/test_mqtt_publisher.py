@@ -119,6 +119,8 @@ def test_events_status_health_and_latency_hook(mqtt_broker, publishers, tmp_path
     assert col.wait_for(lambda c: c.payloads(f"{TOPIC}/health") == [{"uptime_s": 1.5, "backlog": 0}], T)
     assert not col.messages[f"{TOPIC}/health"][0].retain
     assert "connected" in pub.status_line()
+    pub.model = {"name": "triaxial-v2", "sha256": "cd" * 32}  # model swap: the retained status follows
+    assert col.wait_for(lambda c: (last_status(c) or {}).get("model", {}).get("name") == "triaxial-v2", T)
     if mqtt_broker.kind == "mosquitto":
         assert "as stopewatch-s1-n1 (p5" in mqtt_broker.log.read_text()  # MQTT 5 by default
     col.close()
@@ -209,6 +211,29 @@ def test_broker_outage_30s_with_50_events_delivers_all_in_order(make_broker, pub
     assert pub.wait_drained(T)
     assert pub.stats()["reconnects"] >= 1
     assert col.wait_for(lambda c: (last_status(c) or {}).get("state") == "online", T)
+    col.close()
+
+
+def test_connection_lost_with_events_in_flight_resends_them(mqtt_broker, publishers, tmp_path):
+    if mqtt_broker.kind != "mosquitto":
+        pytest.skip("needs Mosquitto (SIGSTOP of the broker process)")
+    col = Collector(mqtt_broker.port, f"{TOPIC}/event")
+    pub = publishers(make_cfg(tmp_path, mqtt_broker.port, keepalive_s=1))
+    assert wait_until(lambda: pub.connected, T)
+    mqtt_broker.proc.send_signal(signal.SIGSTOP)  # published, never acknowledged: the client gives up
+    try:
+        for seq in range(1, 11):
+            pub.submit_event(sample_event(seq))
+        assert wait_until(lambda: not pub.connected, T)  # keepalive timeout
+        assert pub.outbox.depth() == 10
+    finally:
+        mqtt_broker.proc.send_signal(signal.SIGCONT)
+    # after the reconnect every unacknowledged row goes again, in order, marked historical
+    assert col.wait_for(lambda c: {e["seq"] for e in c.payloads(f"{TOPIC}/event") if e["historical"]}
+                        == set(range(1, 11)), T)
+    assert pub.wait_drained(T)
+    assert [e["seq"] for e in first_copies(col)] == list(range(1, 11))
+    assert pub.stats()["published"] >= 20
     col.close()
 
 
