@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint venv bench clean
+.PHONY: test lint venv demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(PY) -m pytest -q
 
+demo: $(STAMP)
+	$(VENV)/bin/stopewatch demo
+
 bench: $(STAMP)
 	$(PY) bench/bench_generate.py
+	$(PY) bench/bench_pipeline.py
+	$(PY) bench/bench_replay.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
