@@ -261,6 +261,8 @@ class FrameDecoder:
                 nxt = buf.find(SYNC, end - CRC_SIZE, end + 1)
                 if nxt >= 0:
                     pos = nxt
+                elif end == n and buf[n - 1] == SYNC[0] and not final:
+                    pos = n - 1  # that byte may be the sync of a frame whose rest has not arrived yet
         finally:
             mv.release()
         self._skip(cut - start)

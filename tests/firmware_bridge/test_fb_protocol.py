@@ -212,3 +212,18 @@ def test_text_mode_drops_overlong_garbage_line():
     assert dec.feed(b"7" * 5000) == []
     assert dec.bad_lines == 1
     assert dec.feed(b"\n3\n")[-1].data.tolist() == [[3.0]]
+
+
+def test_frame_sharing_the_previous_crc_byte_is_found_in_any_chunking():
+    # Frame b lost its first byte (0xA5) but frame a's CRC ends in 0xA5: both are on the wire intact.
+    rng = np.random.default_rng(0)
+    for first in range(5000):
+        a = encode_samples(rng.integers(-100, 100, (1, 4)), fmt="int16", fs=100.0, first_sample=first, seq=0)
+        if a[-1] == 0xA5:
+            break
+    b = encode_samples(np.ones((1, 4)), fmt="int16", fs=100.0, first_sample=first + 4, seq=1)
+    wire = a + b[1:]
+    for cut in range(1, len(wire)):
+        dec = FrameDecoder()
+        out = dec.feed(wire[:cut]) + dec.feed(wire[cut:]) + dec.flush()
+        assert [o.seq for o in out] == [0, 1], cut
