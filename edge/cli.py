@@ -328,6 +328,201 @@ def _add_gateway(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_cmd_demo)
 
 
+# --------------------------------------------------------------------------- field tools
+def _cmd_install(args: argparse.Namespace) -> int:
+    import sys as _sys
+    from pathlib import Path
+
+    from edge.install import Answers, Installer, ask_missing
+
+    answers = Answers(site=args.site, node=args.node, serial_port=args.serial_port, baudrate=args.baudrate,
+                      text_mode=True if args.text_mode else None, broker=args.broker,
+                      tls=True if args.tls else None, ca_file=args.ca_file, cert_file=args.cert_file,
+                      key_file=args.key_file, username=args.username, password_file=args.password_file,
+                      board_fs=args.board_fs, board_channels=args.board_channels, model=args.model)
+    inst = Installer(answers, root=Path(args.root or "/").absolute(), instance=args.instance,
+                     prefix=args.prefix or _sys.prefix, start=not args.no_start, force_model=args.force)
+    if not args.yes and _sys.stdin.isatty():
+        ask_missing(answers, inst._existing())
+    inst.run(dry_run=args.dry_run)
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from edge.doctor import CHECKS, doctor
+
+    only = tuple(_csv(args.only) or CHECKS)
+    only = tuple(c for c in only if c not in (_csv(args.skip) or []))
+    text, code = doctor(args.config, only, as_json=args.json, serial_seconds=args.serial_seconds,
+                        broker_timeout=args.broker_timeout, unit=args.unit,
+                        progress=None if args.json else lambda n: print(f"checking {n} ...", file=sys.stderr))
+    print(text)
+    return code
+
+
+def _store_for(args: argparse.Namespace):
+    from edge.config import load_config
+    from edge.install import under_root
+    from edge.models_store import ModelStore, models_dir
+
+    cfg = load_config(under_root(args.root, args.config) if args.root else args.config)
+    state = under_root(args.root, cfg.node.state_dir)
+    owner = None
+    if state.exists():
+        st = state.stat()
+        owner = (st.st_uid, st.st_gid)  # new files belong to whoever owns the state directory (the daemon)
+    return cfg, state, ModelStore(under_root(args.root, models_dir(cfg.node.state_dir)), owner=owner)
+
+
+def _reload_after_swap(args: argparse.Namespace) -> None:
+    from edge.models_store import reload_daemon, unit_for_config
+
+    if args.root or args.no_reload:
+        print("not asking the daemon to reload (--root/--no-reload)")
+        return
+    print(reload_daemon(None if args.pid else (args.unit or unit_for_config(args.config)), args.pid))
+
+
+def _cmd_model_install(args: argparse.Namespace) -> int:
+    from edge.models_store import Board, read_board
+
+    cfg, state, store = _store_for(args)
+    if (args.board_fs is None) != (args.board_channels is None):
+        raise UserError("give both --board-fs and --board-channels, or neither")
+    board = Board(args.board_fs, args.board_channels, "command line") if args.board_fs else read_board(state)
+    if board is None:
+        print("note: the board's rate and channels are unknown (run stopewatch doctor once to measure them); "
+              "checking the window only")
+    r = store.install(args.source, board=board, pre_s=cfg.trigger.pre_s, force=args.force)
+    for w in r.warnings:
+        print(f"warning: {w}")
+    if not r.changed:
+        print(f"{r.name} {r.version} ({r.sha256[:12]}) is already the current model")
+        return 0
+    print(f"installed {r.name} {r.version} ({r.sha256[:12]}) as current in {store.root}"
+          + (f"; previous {r.previous}" if r.previous else ""))
+    _reload_after_swap(args)
+    return 0
+
+
+def _cmd_model_list(args: argparse.Namespace) -> int:
+    _cfg, _state, store = _store_for(args)
+    rows = store.list()
+    if not rows:
+        print(f"no models installed in {store.root}")
+        return 0
+    print(f"{'ROLE':<9} {'KEY':<17} {'NAME':<24} {'VERSION':<9} {'FS':>7} {'CH':>3} {'F1':>6} {'OK':<3} INSTALLED")
+    for r in rows:
+        if "problem" in r:
+            print(f"{r['role']:<9} {r['key']:<17} {r['problem']}")
+            continue
+        f1 = f"{r['macro_f1']:.3f}" if r["macro_f1"] is not None else "-"
+        print(f"{r['role']:<9} {r['key']:<17} {r['name']:<24} {r['version']:<9} {r['fs']:>7g} {r['channels']:>3} "
+              f"{f1:>6} {'yes' if r['sha_ok'] else 'NO':<3} {r['installed']}")
+    return 0
+
+
+def _cmd_model_rollback(args: argparse.Namespace) -> int:
+    _cfg, _state, store = _store_for(args)
+    new, old = store.rollback()
+    print(f"current model is now {new} (was {old}; rollback again to return)")
+    _reload_after_swap(args)
+    return 0
+
+
+def _cmd_model_test(args: argparse.Namespace) -> int:
+    import json
+    import platform
+
+    from edge.doctor import run_selftest
+    from edge.model import Classifier
+
+    if args.path is None:
+        from edge.config import load_config
+
+        args.path = load_config(args.config).model.path
+    clf = Classifier(args.path)
+    result = run_selftest(clf)
+    result.update(model=clf.identity, machine=platform.machine(), python=platform.python_version())
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for w in result["windows"]:
+            mark = "ok" if w["label"] == w["expected"] else "WRONG"
+            print(f"{w['expected']:<13} -> {w['label']:<13} {w['confidence']:.3f}  {mark}")
+        print(f"{result['right']}/{result['total']} right, {result['ms_per_window']:.2f} ms per window "
+              f"({clf.card['name']} on {result['machine']}, Python {result['python']})")
+    return 0 if result["right"] == result["total"] else 1
+
+
+def _add_field(sub: argparse._SubParsersAction) -> None:
+    conf = "/etc/stopewatch/stopewatch.toml"
+    i = sub.add_parser("install", help="set this gateway up as a systemd service (run as root)")
+    i.add_argument("--site", help="mine site id")
+    i.add_argument("--node", help="this gateway's node id")
+    i.add_argument("--serial-port", help="the ADC board's serial device (e.g. /dev/serial/by-id/usb-...)")
+    i.add_argument("--baudrate", type=int, help="serial baud rate (default 921600)")
+    i.add_argument("--text-mode", action="store_true", help="the board sends text lines (prototype boards)")
+    i.add_argument("--broker", help="MQTT broker HOST[:PORT]")
+    i.add_argument("--tls", action="store_true", help="connect to the broker over TLS (needs --ca-file)")
+    i.add_argument("--ca-file", help="CA certificate of the broker (copied to /etc/stopewatch/tls)")
+    i.add_argument("--cert-file", help="client certificate (copied to /etc/stopewatch/tls)")
+    i.add_argument("--key-file", help="client key (copied to /etc/stopewatch/tls)")
+    i.add_argument("--username", help="MQTT user name")
+    i.add_argument("--password-file", help="file holding the MQTT password (copied to /etc/stopewatch)")
+    i.add_argument("--board-fs", type=float, help="the board's sampling rate in Hz (checked against models)")
+    i.add_argument("--board-channels", type=int, choices=(1, 3), help="the board's channels (1 or 3)")
+    i.add_argument("--model", help="model to install (default: the shipped one for the board's channels)")
+    i.add_argument("--force", action="store_true", help="install the model even if it does not fit the board")
+    i.add_argument("--instance", help="a second board on this gateway: stopewatch@NAME with /etc/stopewatch/NAME.toml")
+    i.add_argument("--prefix", help="the venv holding stopewatch, for ExecStart (default: this one)")
+    i.add_argument("--no-start", action="store_true", help="enable the service but do not (re)start it")
+    i.add_argument("--yes", action="store_true", help="never ask: take flags, the existing config, then defaults")
+    i.add_argument("--dry-run", action="store_true", help="print every step without doing any")
+    i.add_argument("--root", help="install into this staging root instead of / (nothing is started)")
+    i.set_defaults(func=_cmd_install)
+
+    d = sub.add_parser("doctor", help="check config, board, model, broker, clock, disk, service; say how to fix")
+    d.add_argument("--config", default=conf, help=f"daemon configuration (default {conf})")
+    d.add_argument("--only", help="comma-separated checks to run (config,serial,model,broker,clock,disk,service)")
+    d.add_argument("--skip", help="comma-separated checks to leave out")
+    d.add_argument("--serial-seconds", type=float, default=3.0, help="how long to read the board (default 3)")
+    d.add_argument("--broker-timeout", type=float, default=5.0, help="seconds to wait for the broker (default 5)")
+    d.add_argument("--unit", help="systemd unit to ask about (default: from the config file name)")
+    d.add_argument("--json", action="store_true", help="print the results as JSON")
+    d.set_defaults(func=_cmd_doctor)
+
+    m = sub.add_parser("model", help="install, list, roll back and test the gateway's models")
+    msub = m.add_subparsers(dest="model_cmd", required=True, metavar="{install,list,rollback,test}")
+
+    def common(p: argparse.ArgumentParser, reload: bool = False) -> None:
+        p.add_argument("--config", default=conf, help=f"daemon configuration (default {conf})")
+        p.add_argument("--root", help="operate on a staging root instead of /")
+        if reload:
+            p.add_argument("--unit", help="systemd unit to reload (default: from the config file name)")
+            p.add_argument("--pid", type=int, help="send SIGHUP to this daemon process instead of systemctl reload")
+            p.add_argument("--no-reload", action="store_true", help="do not ask the running daemon to reload")
+
+    mi = msub.add_parser("install", help="verify a model (sha256, fit to the board) and make it current")
+    mi.add_argument("source", help="model directory, its model.tflite, or a .tar.gz/.zip holding both files")
+    mi.add_argument("--board-fs", type=float, help="the board's rate in Hz (default: as measured by doctor)")
+    mi.add_argument("--board-channels", type=int, choices=(1, 3), help="the board's channels")
+    mi.add_argument("--force", action="store_true", help="install even if the card does not fit the board")
+    common(mi, reload=True)
+    mi.set_defaults(func=_cmd_model_install)
+    ml = msub.add_parser("list", help="installed models; which is current and previous")
+    common(ml)
+    ml.set_defaults(func=_cmd_model_list)
+    mr = msub.add_parser("rollback", help="swap back to the previous model")
+    common(mr, reload=True)
+    mr.set_defaults(func=_cmd_model_rollback)
+    mt = msub.add_parser("test", help="classify the built-in test windows (the self-test) and time them")
+    mt.add_argument("path", nargs="?", help="model directory (default: the configured model)")
+    mt.add_argument("--config", default=conf, help=f"daemon configuration (default {conf})")
+    mt.add_argument("--json", action="store_true", help="one JSON object")
+    mt.set_defaults(func=_cmd_model_test)
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     """The ``stopewatch`` argument parser with every implemented subcommand."""
@@ -338,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gateway(sub)
     _add_model_commands(sub)
     _add_board(sub)
+    _add_field(sub)
     return parser
 
 
