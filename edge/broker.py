@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import os
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,9 @@ from pathlib import Path
 
 
 def mosquitto_path() -> str | None:
+    """Mosquitto's executable; None when absent or when STOPEWATCH_TEST_BROKER=amqtt forces the fallback."""
+    if os.environ.get("STOPEWATCH_TEST_BROKER") == "amqtt":
+        return None
     found = shutil.which("mosquitto")
     if found:
         return found

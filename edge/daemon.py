@@ -268,7 +268,7 @@ class Daemon:
             now = time.monotonic()
             if now >= next_watchdog:
                 self.notifier.watchdog()  # only while this loop turns: a hung pipeline gets restarted
-                next_watchdog = now + watchdog / 2
+                next_watchdog = now + watchdog  # watchdog_interval() is already half of WatchdogSec
             if now >= next_health:
                 self.publisher.publish_health(self.health())
                 self.notifier.status(f"{self.events_out} events; serial {self.serial_state}; "
