@@ -385,13 +385,17 @@ class Installer:
         probe = {k: dict(v) for k, v in data.items()}
         for key in ("password_file", "ca_file", "cert_file", "key_file"):
             path = probe.get("mqtt", {}).get(key)
-            if path and self.staged:
+            if getattr(self.answers, key):  # not copied yet: the technician's file must exist
+                probe["mqtt"][key] = str(Path(getattr(self.answers, key)).absolute())
+            elif path and self.staged:
                 probe["mqtt"][key] = str(self.at(path))
         return parse_config(probe, self.config_path)
 
     def _config(self) -> bool:
         data = self.config_data()
         self.check_config(data)
+        if self._existing() == data:
+            return False  # same settings: keep the technician's file as it is (comments, order)
         return self._write(self.at(self.config_path), dump_config(data), mode=0o640, group_owned=True)
 
     def _units(self) -> bool:
