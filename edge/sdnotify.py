@@ -49,7 +49,8 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto(message, _address(self.socket_path))
+            # Never block the daemon on a notify socket nobody reads (its queue full): drop instead.
+            self._sock.sendto(message, socket.MSG_DONTWAIT, _address(self.socket_path))
             return True
         except OSError as exc:
             if not self._warned:  # once: a broken notify socket must not flood the journal

@@ -1,0 +1,106 @@
+"""The daemon as a process: time to READY, peak memory, and latency from window close to broker ack.
+
+Targets (issue 5): p99 latency window close -> PUBACK <= 20 ms on loopback; peak RSS <= 80 MB;
+time to READY (sd_notify) <= 1.5 s. Runs the real `stopewatch run` against a local Mosquitto
+and the board simulator on a pseudo-terminal (real time, 3 channels x 4 kHz, ~30 events/min).
+Prints and saves bench/results/daemon.json.
+
+    .venv/bin/python bench/bench_daemon.py [--seconds 90] [--model models/triaxial]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.broker import start_local_broker
+from firmware_bridge.simulator import BoardSimulator, PtyPort
+from training.synthetic.stream import StreamSynth
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=90.0)
+    parser.add_argument("--model", default=str(ROOT / "models" / "triaxial"))
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
+    broker = start_local_broker(tmp / "broker")
+    pty = PtyPort()
+    stop = threading.Event()
+    source = StreamSynth(fs=4000.0, channels=3, site="za-deep-gold", seed=21, snr_db=(6.0, 30.0), rate_per_min=30)
+    sim = BoardSimulator(source, fs=4000.0, channels=3, fmt="int24", scale=1e9, timestamps=True, seed=21)
+    board = threading.Thread(target=sim.run, args=(pty,), daemon=True,
+                             kwargs={"seconds": None, "speed": 1.0, "stop": stop})
+    board.start()
+    config = tmp / "c.toml"
+    config.write_text(f'[node]\nsite = "bench"\nnode = "n1"\nstate_dir = "{tmp / "state"}"\n'
+                      f'[board]\nport = "{pty.path}"\ncounts_per_unit = 1e9\n[model]\npath = "{args.model}"\n'
+                      f'[mqtt]\nport = {broker.port}\n[health]\ninterval_s = 5.0\n')
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp / "notify"))
+    notify.settimeout(30)
+    health: list[dict] = []
+    client = paho.Client(CallbackAPIVersion.VERSION2)
+    client.on_message = lambda c, u, m: health.append(json.loads(m.payload))
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe("stopewatch/v1/bench/n1/health")
+    client.loop_start()
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp / "notify"), STOPEWATCH_LOG="WARNING")
+    t0 = time.monotonic()
+    daemon = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)], env=env,
+                              stderr=subprocess.DEVNULL)
+    ready = None
+    while ready is None:
+        msg = notify.recv(4096).decode()
+        if "READY=1" in msg:
+            ready = time.monotonic() - t0
+    threading.Thread(target=lambda: [notify.recv(4096) for _ in iter(int, 1)], daemon=True).start()  # as systemd
+    time.sleep(args.seconds)
+    rss = peak_rss_mb(daemon.pid)
+    time.sleep(6)  # one more health message
+    daemon.send_signal(signal.SIGTERM)
+    daemon.wait(30)
+    stop.set()
+    client.loop_stop()
+    broker.stop()
+    last = health[-1]
+    lat = last["mqtt"]["publish_latency_ms"]
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "run": f"{args.seconds:g} s real time, 3 ch x 4 kHz int24 over a pty, ~30 events/min, local Mosquitto",
+        "time_to_ready_s": round(ready, 3), "peak_rss_mb": round(rss, 1),
+        "events": last["events"], "latency_window_close_to_puback_ms": lat,
+        "daemon_cpu_percent": last["cpu_percent"], "realtime_factor_reported": last["realtime_factor"],
+        "targets": {"time_to_ready_s": "<= 1.5", "peak_rss_mb": "<= 80", "latency_p99_ms": "<= 20"},
+        "met": {"time_to_ready_s": ready <= 1.5, "peak_rss_mb": rss <= 80,
+                "latency_p99_ms": lat["p99"] is not None and lat["p99"] <= 20},
+    }
+    out = ROOT / "bench" / "results" / "daemon.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
