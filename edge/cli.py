@@ -78,7 +78,8 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     dsub = p.add_subparsers(dest="dataset_cmd", required=True, metavar="{generate,import,gallery}")
 
     g = dsub.add_parser("generate", help="write the synthetic benchmark (windows, or a stream with --stream)")
-    g.add_argument("--out", required=True, help="output directory (windows) or .npz file (stream)")
+    g.add_argument("--out", required=True, help="output directory (windows); for --stream an .npz file, "
+                   "or a directory that gets stream.npz")
     g.add_argument("--count", type=int, help="number of windows")
     g.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes")
     g.add_argument("--sites", help="comma-separated site profiles, or 'train', 'heldout', 'all' (default train)")

@@ -234,8 +234,11 @@ def write_stream_file(out: str | Path, seconds: float, seed: int, site: str | No
         raise UserError(f"--stream = {seconds:g}; expected a duration in seconds up to one day")
     _check_args(1, fs, channels, 4096, families, snr_db)
     out = Path(out)
-    if out.suffix != ".npz":
-        raise UserError(f"--out {out}: a stream is one file; give it the .npz suffix")
+    if out.suffix != ".npz":  # a directory: the stream goes in it as stream.npz
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out}: exists and is not a directory; give a new .npz file or a directory")
+        out.mkdir(parents=True, exist_ok=True)
+        out = out / "stream.npz"
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: directory {out.parent} does not exist")
     synth = StreamSynth(fs=fs, channels=channels, site=site, seed=seed, families=families,
