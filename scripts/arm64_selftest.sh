@@ -32,7 +32,8 @@ if [ ! -x "$ROOT/usr/bin/python3.11" ]; then
 fi
 echo "== arm64 userland: $(file -b "$ROOT/usr/bin/python3.11" | cut -d, -f1-2)"
 
-SITE="$ROOT/opt/stopewatch/site"
+# LITERT=ai-edge-litert==1.4.0 pins the interpreter (one site directory per pin).
+SITE="$ROOT/opt/stopewatch/site${LITERT:+-${LITERT//[^0-9.]/}}"
 if [ ! -d "$SITE/ai_edge_litert" ]; then
     echo "== aarch64 wheels of .[edge] into $SITE"
     REQS=$("$PY" -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]
@@ -41,7 +42,7 @@ print("\n".join(p["dependencies"] + p["optional-dependencies"]["edge"]))')
     for m in $(seq 17 36); do PLATS+=(--platform "manylinux_2_${m}_aarch64"); done
     # shellcheck disable=SC2086
     "$PY" -m pip install --quiet --only-binary=:all: --target "$SITE" --python-version 3.11 --implementation cp \
-        --abi cp311 --abi abi3 --abi none "${PLATS[@]}" $REQS
+        --abi cp311 --abi abi3 --abi none "${PLATS[@]}" $REQS ${LITERT:-}
 fi
 mkdir -p "$ROOT/opt/stopewatch/src"
 cp -r edge firmware_bridge "$ROOT/opt/stopewatch/src/"
@@ -54,7 +55,8 @@ arm64() {  # run the Debian arm64 python3.11 under qemu with the sysroot as its 
     PYTHONPATH="$ROOT/opt/stopewatch/src:$SITE" PYTHONDONTWRITEBYTECODE=1 \
         "$QEMU" -L "$ROOT" "$ROOT/usr/bin/python3.11" "$@"
 }
-arm64 -c 'import platform, sys; print("== emulated:", platform.machine(), sys.version.split()[0])'
+arm64 -c 'import platform, sys; from importlib.metadata import version as v
+print("== emulated:", platform.machine(), "Python", sys.version.split()[0], "ai-edge-litert", v("ai-edge-litert"))'
 status=0
 RESULTS=()
 for m in "$ROOT"/opt/stopewatch/models/*/; do
@@ -66,7 +68,8 @@ done
 printf '%s\n' "${RESULTS[@]}" | "$PY" -c '
 import json, sys
 rows = [json.loads(line) for line in sys.stdin if line.strip()]
-out = {"userland": "Debian 12 arm64 (debootstrap) under qemu-user", "host": sys.argv[1], "results": rows}
+out = {"userland": "Debian 12 arm64 (debootstrap) under qemu-user", "host": sys.argv[1], "litert": sys.argv[2],
+       "results": rows}
 open("bench/results/arm64_selftest.json", "w").write(json.dumps(out, indent=1) + "\n")
-print("wrote bench/results/arm64_selftest.json")' "$(uname -m) $(nproc) cores"
+print("wrote bench/results/arm64_selftest.json")' "$(uname -m) $(nproc) cores" "${LITERT:-as resolved}"
 exit $status
