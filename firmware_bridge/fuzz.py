@@ -156,8 +156,17 @@ def _corrupt_once(rng: np.random.Generator, frames: list[Frame], rates: FaultRat
     # A drop and an insertion can restore a frame exactly (drop one byte of a run of equal bytes, insert
     # the same value within the run): what counts is whether the frame's bytes arrived.
     for j in np.flatnonzero(damaged):
-        damaged[j] = out.count(frames[j].data) < (2 if duplicated[j] else 1)
+        damaged[j] = _occurrences(out, frames[j].data) < (2 if duplicated[j] else 1)
     return out, damaged, duplicated, torn
+
+
+def _occurrences(data: bytes, sub: bytes) -> int:
+    """Occurrences of ``sub`` in ``data``, overlapping ones included (frames may share a sync byte)."""
+    k, at = 0, data.find(sub)
+    while at >= 0:
+        k += 1
+        at = data.find(sub, at + 1)
+    return k
 
 
 def decode_in_chunks(rng: np.random.Generator, wire: bytes, max_chunk: int = 300
