@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint venv demo bench clean
+.PHONY: test lint venv demo bench check-arm64-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,13 +15,16 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check edge training firmware_bridge tests bench
+	$(VENV)/bin/ruff check edge training firmware_bridge tests bench scripts
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
 	$(VENV)/bin/stopewatch demo
+
+check-arm64-wheels: $(STAMP)
+	$(PY) scripts/check_arm64_wheels.py
 
 bench: $(STAMP)
 	$(PY) bench/bench_generate.py
