@@ -86,6 +86,16 @@ class Collector:
         with self._cond:
             return [json.loads(m.payload) for m in self.messages.get(topic, [])]
 
+    def first_payloads(self, topic: str, key: str = "event_id") -> list[dict]:
+        """JSON payloads on ``topic`` by first arrival, later copies with the same ``key`` dropped
+        (delivery is at least once)."""
+        seen, out = set(), []
+        for msg in self.payloads(topic):
+            if msg[key] not in seen:
+                seen.add(msg[key])
+                out.append(msg)
+        return out
+
     def wait_for(self, predicate, timeout: float = 30.0) -> bool:
         """Wait until ``predicate(self)`` holds; True if it did within ``timeout`` s."""
         deadline = time.monotonic() + timeout

@@ -107,12 +107,7 @@ def outbox_depth(tmp: Path) -> int:
 
 def events(col: Collector) -> list[dict]:
     """Event messages by first arrival (at-least-once redelivery dropped)."""
-    seen, out = set(), []
-    for msg in col.payloads(f"{TOPIC}/event"):
-        if msg["event_id"] not in seen:
-            seen.add(msg["event_id"])
-            out.append(msg)
-    return out
+    return col.first_payloads(f"{TOPIC}/event")
 
 
 @pytest.fixture

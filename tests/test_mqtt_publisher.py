@@ -70,12 +70,7 @@ def publishers():
 
 def first_copies(col: Collector) -> list[dict]:
     """Event messages by first arrival, duplicates (at-least-once redelivery) dropped."""
-    seen, out = set(), []
-    for msg in col.payloads(f"{TOPIC}/event"):
-        if msg["event_id"] not in seen:
-            seen.add(msg["event_id"])
-            out.append(msg)
-    return out
+    return col.first_payloads(f"{TOPIC}/event")
 
 
 def last_status(col: Collector) -> dict | None:
