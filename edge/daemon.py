@@ -227,8 +227,8 @@ class Daemon:
             "windows_with_gaps": stats.windows_with_gaps if stats else 0,
             "backlog": self.publisher.outbox.depth(),
             "evicted": dict(self.publisher.outbox.evictions),
-            "inference_ms": {"p50": percentile(stats.inference_ms[-1000:], 50) if stats else None,
-                             "p99": percentile(stats.inference_ms[-1000:], 99) if stats else None},
+            "inference_ms": {"p50": percentile(list(stats.inference_ms), 50) if stats else None,
+                             "p99": percentile(list(stats.inference_ms), 99) if stats else None},
             # How much faster than real time the pipeline runs on this gateway (headroom, LESSONS.md).
             "realtime_factor": round(stream_s / stats.processing_s, 1) if stats and stats.processing_s else None,
             "input_queue": self.chunks.qsize(),

@@ -13,6 +13,7 @@ sequence is one event. Results do not depend on how the stream is cut into block
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -146,7 +147,7 @@ class PipelineStats:
     gaps: int = 0
     windows_with_gaps: int = 0
     processing_s: float = 0.0
-    inference_ms: list[float] = field(default_factory=list)
+    inference_ms: deque = field(default_factory=lambda: deque(maxlen=1000))  # recent only: flat memory
 
 
 class Pipeline:
