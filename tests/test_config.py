@@ -1,0 +1,58 @@
+"""The daemon's TOML configuration: the example documents every key, and bad input is one clear line."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from edge.config import Config, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "edge" / "stopewatch.example.toml"
+
+
+def test_example_config_names_every_key_with_its_default():
+    data = tomllib.loads(EXAMPLE.read_text())
+    defaults = Config()
+    for section in dataclasses.fields(Config):
+        if section.name == "source":
+            continue
+        keys = {f.name for f in dataclasses.fields(getattr(defaults, section.name))}
+        assert set(data[section.name]) == keys, section.name
+    parsed = parse_config(data, str(EXAMPLE))
+    assert dataclasses.replace(parsed, source="") == dataclasses.replace(defaults, source="")
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("[mqtt]\nport = 'x'\n", "mqtt.port = 'x'; expected int"),
+    ("[mqtt]\nport = 70000\n", "mqtt.port = 70000; expected 1-65535"),
+    ("[trigger]\non = 2.0\noff = 3.0\n", "trigger.off = 3; must be below trigger.on = 2"),
+    ("[trigger]\nmethod = 'fancy'\n", "trigger.method = 'fancy'; allowed: recursive, classic"),
+    ("[trigger]\nstalta = 1\n", "unknown key trigger.stalta; allowed in [trigger]: highpass_hz"),
+    ("[brokers]\n", "unknown section [brokers]; allowed: node, board"),
+    ("[node]\nsite = 'a/b'\n", "node.site = 'a/b'; allowed: 1-64 letters"),
+    ("[mqtt]\ntls = true\n", "mqtt.tls = true needs mqtt.ca_file"),
+    ("[mqtt]\nusername = 'u'\npassword_file = '/nonexistent/pw'\n",
+     "mqtt.password_file = '/nonexistent/pw'; no such file"),
+    ("[board]\ncounts_per_unit = -1\n", "board.counts_per_unit = -1.0; expected a positive number"),
+    ("[node\n", "not valid TOML"),
+])
+def test_bad_configuration_is_one_clear_line(tmp_path, toml, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr and str(path) in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_missing_configuration_file(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "replay", "--config", str(tmp_path / "nope.toml"),
+                           str(tmp_path / "s.npz")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2 and "no such configuration file" in proc.stderr
