@@ -7,9 +7,11 @@ generous timeouts; the outage test keeps the issue's own figures (30 s, 50 event
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -81,11 +83,12 @@ interval_s = 2.0
 
 
 class Daemon:
-    def __init__(self, config: Path, tmp: Path, name: str = "daemon"):
+    def __init__(self, config: Path, tmp: Path, name: str = "daemon", env: dict | None = None):
         self.log = tmp / f"{name}.log"
         self._f = open(self.log, "w")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-                                     stdout=self._f, stderr=subprocess.STDOUT, cwd=ROOT)
+                                     stdout=self._f, stderr=subprocess.STDOUT, cwd=ROOT,
+                                     env=dict(os.environ, **(env or {})))
 
     def signal(self, sig: int) -> int:
         self.proc.send_signal(sig)
@@ -264,3 +267,26 @@ print("ok")
     validator = Draft202012Validator(json.loads((ROOT / "edge/schemas/event.schema.json").read_text()))
     for line in (tmp_path / "e.jsonl").read_text().splitlines():
         validator.validate(json.loads(line))
+
+
+def test_systemd_notify_ready_watchdog_and_stopping(mqtt_broker, tmp_path, cleanup):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.settimeout(T)
+    board = Board(tmp_path, speed=1.0, rate_per_min=6, seed=9)
+    cleanup(board)
+    daemon = Daemon(write_config(tmp_path, board, mqtt_broker.port), tmp_path,
+                    env={"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "2000000"})
+    cleanup(daemon)
+    seen: list[str] = []
+    while sum("WATCHDOG=1" in m for m in seen) < 3:  # READY first, then a keep-alive every second
+        seen.append(sock.recv(4096).decode())
+    assert "READY=1" in seen[0] and "STATUS=" in seen[0]
+    assert not any("READY=1" in m for m in seen[1:])
+    assert daemon.signal(signal.SIGTERM) == 0
+    rest = []
+    with contextlib.suppress(TimeoutError):
+        sock.settimeout(2)
+        while True:
+            rest.append(sock.recv(4096).decode())
+    assert any("STOPPING=1" in m for m in rest)
