@@ -91,6 +91,7 @@ class Daemon:
         self.dropped_chunks = 0
         self.serial_state = "not connected"
         self.events_out = 0
+        self._events_logged = 0
         self._cpu0 = (time.monotonic(), sum(os.times()[:2]))
 
     def _model_status(self) -> dict:
@@ -181,7 +182,7 @@ class Daemon:
                                            event["window"]["start"], event["window"]["channels"],
                                            self.cfg.board.units, msg["label"])
             self.events_out += 1
-            log.info("event %s %s %.2f at %s", msg["seq"], msg["label"], msg["confidence"], msg["trigger_time"])
+            log.debug("event %s %s %.2f at %s", msg["seq"], msg["label"], msg["confidence"], msg["trigger_time"])
 
     # ------------------------------------------------------------------ control
     def _reload_now(self) -> None:
@@ -269,8 +270,13 @@ class Daemon:
             if now >= next_watchdog:
                 self.notifier.watchdog()  # only while this loop turns: a hung pipeline gets restarted
                 next_watchdog = now + watchdog  # watchdog_interval() is already half of WatchdogSec
-            if now >= next_health:
-                self.publisher.publish_health(self.health())
+            if now >= next_health:  # rates, not every event: the journal must not fill up (LESSONS.md)
+                health = self.health()
+                self.publisher.publish_health(health)
+                log.info("%d events (%d since last), %d triggers, backlog %d, %s x real time, serial %s",
+                         health["events"], health["events"] - self._events_logged, health["triggers"],
+                         health["backlog"], health["realtime_factor"], health["serial"])
+                self._events_logged = health["events"]
                 self.notifier.status(f"{self.events_out} events; serial {self.serial_state}; "
                                      f"{self.publisher.status_line()}")
                 next_health = now + self.cfg.health.interval_s
