@@ -23,6 +23,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,8 +31,10 @@ from edge.config import Config, load_config
 from edge.errors import UserError
 from edge.messages import EventMessenger, new_boot_id
 from edge.model import Classifier
-from edge.pipeline import Pipeline, iso_utc
 from edge.sdnotify import Notifier
+
+if TYPE_CHECKING:  # the pipeline (and scipy) is imported after READY
+    from edge.pipeline import Pipeline
 
 log = logging.getLogger("stopewatch")
 CHUNK_QUEUE = 20_000  # byte chunks waiting for the pipeline; beyond this we drop and count (never block the port)
@@ -156,6 +159,7 @@ class Daemon:
         return TextDecoder(fs=self.cfg.board.text_fs) if self.cfg.board.text_mode else FrameDecoder()
 
     def _on_block(self, block) -> None:
+        from edge.pipeline import Pipeline
         from firmware_bridge.clock import SampleClock
 
         fresh = self.pipeline is None or self.pipeline.fs != block.fs \
@@ -186,6 +190,8 @@ class Daemon:
 
     # ------------------------------------------------------------------ control
     def _reload_now(self) -> None:
+        from edge.pipeline import Pipeline
+
         try:
             cfg = load_config(self.config_path)
             classifier = Classifier(cfg.model.path, num_threads=cfg.model.threads)
@@ -207,8 +213,17 @@ class Daemon:
         self.publisher.model = self._model_status()
         log.info("reloaded: model %s %s", classifier.card["name"], classifier.card["sha256"][:12])
 
+    def _warm_up(self) -> None:
+        """Load the DSP (scipy) and run the interpreter once, right after READY, before data arrives."""
+        import edge.pipeline  # noqa: F401
+
+        c = self.classifier
+        c.classify(np.zeros((1, c.channels, c.samples), dtype=np.float32), c.params.fs)
+
     def health(self) -> dict:
         """The periodic health message."""
+        from edge.pipeline import iso_utc
+
         now = time.monotonic()
         cpu = sum(os.times()[:2])
         t_prev, cpu_prev = self._cpu0
@@ -258,6 +273,7 @@ class Daemon:
                  self.cfg.node.site, self.cfg.node.node, self.classifier.card["name"], self.cfg.board.port,
                  self.cfg.mqtt.host, self.cfg.mqtt.port)
         self.notifier.ready(f"running; {self.publisher.status_line()}")
+        self._warm_up()  # bytes arriving meanwhile wait in the queue
         watchdog = self.notifier.watchdog_interval() or 10.0
         next_health = time.monotonic() + min(5.0, self.cfg.health.interval_s)
         next_watchdog = time.monotonic()

@@ -18,7 +18,6 @@ from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
-from scipy import signal
 
 from edge.errors import UserError
 
@@ -64,6 +63,8 @@ class PreprocessParams:
 @lru_cache(maxsize=16)
 def bandpass_sos(fs: float, highpass_hz: float, lowpass_hz: float, order: int) -> np.ndarray:
     """Butterworth band-pass as second-order sections (cached: the gateway calls it per window)."""
+    from scipy import signal  # imported on first use: the daemon reports READY before loading scipy
+
     return signal.butter(order, [highpass_hz, lowpass_hz], btype="bandpass", fs=fs, output="sos")
 
 
@@ -72,6 +73,8 @@ def resample(waveforms: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     if abs(fs_in - fs_out) < 1e-9 * fs_out:
         return waveforms
     ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
+    from scipy import signal
+
     out = signal.resample_poly(waveforms, ratio.numerator, ratio.denominator, axis=-1)
     return out.astype(np.float32, copy=False)
 
@@ -90,6 +93,8 @@ def fit_length(waveforms: np.ndarray, samples: int) -> np.ndarray:
 
 def filter_windows(waveforms: np.ndarray, params: PreprocessParams) -> np.ndarray:
     """Linear detrend then zero-phase band-pass of every trace, along the last axis (float32)."""
+    from scipy import signal
+
     x = signal.detrend(np.asarray(waveforms, dtype=np.float64), axis=-1, type="linear")
     sos = bandpass_sos(params.fs, params.highpass_hz, params.lowpass_hz, params.order)
     return signal.sosfiltfilt(sos, x, axis=-1).astype(np.float32)
