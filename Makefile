@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint venv demo bench check-arm64-wheels clean
+.PHONY: test lint venv demo models bench check-arm64-wheels clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP) lint
 demo: $(STAMP)
 	$(VENV)/bin/stopewatch demo
 
+# Reproduces the shipped models (about 20 minutes each on 2 cores; triaxial with 3 seeds for the spread).
+models: $(STAMP)
+	$(VENV)/bin/stopewatch train --config training/configs/triaxial.toml --out models/triaxial --seeds 3
+	$(VENV)/bin/stopewatch train --config training/configs/uniaxial.toml --out models/uniaxial
+
 check-arm64-wheels: $(STAMP)
 	$(PY) scripts/check_arm64_wheels.py
 
@@ -30,6 +35,8 @@ bench: $(STAMP)
 	$(PY) bench/bench_generate.py
 	$(PY) bench/bench_pipeline.py
 	$(PY) bench/bench_replay.py
+	$(PY) bench/bench_daemon.py
+	$(PY) bench/bench_soak.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
