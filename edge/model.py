@@ -12,10 +12,13 @@ TensorFlow happens to be (a training machine).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import math
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +148,27 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (np.asarray(q, dtype=np.float32) - np.float32(zero_point)) * np.float32(scale)
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Hide the interpreter's one-off native INFO line ("Created TensorFlow Lite XNNPACK delegate")
+    from the field technician's terminal; Python exceptions still carry their messages."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 class Classifier:
     """A shipped model: preprocess raw windows, run the TFLite interpreter, calibrate, decide ``unknown``.
 
@@ -172,8 +196,9 @@ class Classifier:
         self.channel_policy = self.card.get("channel_policy", "strict")
         interpreter_cls = load_interpreter_class()
         try:
-            self.interpreter = interpreter_cls(model_path=str(self.tflite_path), num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+            with _native_stderr_silenced():
+                self.interpreter = interpreter_cls(model_path=str(self.tflite_path), num_threads=num_threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"{self.tflite_path}: the interpreter cannot load it ({exc})") from None
         self._in = self.interpreter.get_input_details()[0]

@@ -90,3 +90,13 @@ def test_params_validation_names_the_key():
     with pytest.raises(UserError, match="unknown key"):
         PreprocessParams.from_dict({"cutoff": 3})
     assert PreprocessParams.from_dict(P.to_dict()) == P
+
+
+def test_gateway_modules_never_load_tensorflow():
+    import subprocess
+    import sys
+    code = ("import sys, edge.model, edge.preprocess, edge.features; "
+            "bad = [m for m in ('tensorflow', 'tf_keras', 'training') if m in sys.modules]; "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
