@@ -143,6 +143,34 @@ def write_report(cfg: dict, splits: dict, out: Path, result: dict) -> dict:
     if openset:
         h["openset_unknown_fraction"] = openset["unknown_fraction"]
 
+    def finish() -> None:
+        """Write report.json, report.md, plots and the card's metrics from what is measured so far."""
+        targets = check_targets(h)
+        report = {
+            "model": {"name": card["name"], "version": card["version"], "sha256": card["sha256"]},
+            "headline": h, "targets": targets, "evaluations": evals, "open_set": openset, "latency": latency,
+            "size": sizes, "sparsity": result and card["sparsity"], "pruning": card["pruning"],
+            "quantization": card["quantization"], "temperature": card["temperature"],
+            "unknown_threshold": card["unknown_threshold"], "history": result["history"], **extras,
+            "data": card["training_data"], "report_seconds": time.perf_counter() - t0,
+            "training_seconds": card["training_seconds"],
+        }
+        # SPEC.md top-level keys of an evaluation report, from the in-distribution int8 test.
+        if "test" in evals:
+            for k in ("macro_f1", "accuracy", "balanced_accuracy", "per_class", "confusion", "ece", "by_snr",
+                      "by_site"):
+                report[k] = evals["test"]["int8"].get(k)
+        (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=float) + "\n")
+        plots = write_plots(out, report, logits_test, y_test, card["temperature"])
+        (out / "report.md").write_text(markdown(report, card, plots))
+        card["metrics"] = {**h, "targets": {t["key"]: t["met"] for t in targets}}
+        if "seeds" in extras:
+            card["metrics"]["seeds"] = extras["seeds"]["summary"]
+        card["metrics_test_set"] = {k: card["training_data"][k] for k in ("test", "heldout", "lowsnr", "openset")
+                                    if k in card["training_data"]}
+        write_card(out, card)
+
+    finish()  # a complete model directory even if the seed runs below are interrupted
     if rc["seeds"] > 1:
         runs = [{"seed": cfg["seed"], "sparsity": card["sparsity"],
                  **{s: evals[s]["int8"]["macro_f1"] for s in ("test", "heldout", "lowsnr") if s in evals}}]
@@ -150,29 +178,7 @@ def write_report(cfg: dict, splits: dict, out: Path, result: dict) -> dict:
         extras["seeds"] = {"runs": runs, "summary": {k: _mean_std([r.get(k) for r in runs])
                                                      for k in ("test", "heldout", "lowsnr", "sparsity")
                                                      if any(k in r for r in runs)}}
-    targets = check_targets(h)
-    report = {
-        "model": {"name": card["name"], "version": card["version"], "sha256": card["sha256"]},
-        "headline": h, "targets": targets, "evaluations": evals, "open_set": openset, "latency": latency,
-        "size": sizes, "sparsity": result and card["sparsity"], "pruning": card["pruning"],
-        "quantization": card["quantization"], "temperature": card["temperature"],
-        "unknown_threshold": card["unknown_threshold"], "history": result["history"], **extras,
-        "data": card["training_data"], "report_seconds": time.perf_counter() - t0,
-        "training_seconds": card["training_seconds"],
-    }
-    # SPEC.md top-level keys of an evaluation report, from the in-distribution int8 test.
-    if "test" in evals:
-        for k in ("macro_f1", "accuracy", "balanced_accuracy", "per_class", "confusion", "ece", "by_snr", "by_site"):
-            report[k] = evals["test"]["int8"].get(k)
-    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=float) + "\n")
-    plots = write_plots(out, report, logits_test, y_test, card["temperature"])
-    (out / "report.md").write_text(markdown(report, card, plots))
-    card["metrics"] = {**h, "targets": {t["key"]: t["met"] for t in targets}}
-    if "seeds" in extras:
-        card["metrics"]["seeds"] = extras["seeds"]["summary"]
-    card["metrics_test_set"] = {k: card["training_data"][k] for k in ("test", "heldout", "lowsnr", "openset")
-                                if k in card["training_data"]}
-    write_card(out, card)
+        finish()
     return card
 
 
