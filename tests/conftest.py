@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -35,7 +34,7 @@ def make_broker(tmp_path):
 @pytest.fixture(scope="session")
 def triaxial_model():
     """The shipped triaxial model directory (it is committed: its absence is a failure, not a skip)."""
-    model = Path(os.environ.get("TMP_TEST_MODEL", Path(__file__).resolve().parents[1] / "models" / "triaxial"))
+    model = Path(__file__).resolve().parents[1] / "models" / "triaxial"
     if not (model / "model_card.json").is_file():
         pytest.fail("models/triaxial is missing: the shipped model must be committed")
     return model

@@ -33,7 +33,7 @@ T = 90.0
 
 
 def shipped_model() -> Path:
-    model = Path(os.environ.get("TMP_TEST_MODEL", ROOT / "models" / "triaxial"))
+    model = ROOT / "models" / "triaxial"
     if not (model / "model_card.json").is_file():
         pytest.fail("models/triaxial is missing: the shipped model must be committed")
     return model
