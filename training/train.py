@@ -102,7 +102,8 @@ def prune(model, train: D.Prepared, x_val, y_val, cfg: dict, rng, epochs: int, l
         end = 0
     else:
         freq = max(1, min(cfg["prune"]["frequency"], total // 4))
-        end = freq * max(2, int(0.6 * total) // freq)  # a multiple of the frequency, so the target is reached
+        # a multiple of the frequency, so that the last mask update reaches the target
+        end = freq * max(2, int(cfg["prune"]["end_fraction"] * total) // freq)
         if not freq < end:
             raise UserError(f"prune.frequency = {freq}: must be below the end step {end}")
         schedule = sp.PolynomialDecay(initial_sparsity=0.0, final_sparsity=target, begin_step=0,
@@ -413,8 +414,13 @@ def run(config_path: str | Path | None, out: str | Path, overrides: dict | None 
                         "channels": json.loads((init_path / CARD).read_text())["channels"]}
         base["report"] = {"baselines": False, "robustness": False, "label_efficiency": False, "seeds": 1}
         base["name"] = base.get("name", "model") + "-finetuned"
-        cfg = load_config(config_path, {**base, **(overrides or {})}) if config_path is None else \
-            load_config(config_path, overrides)
+        if config_path is None:
+            cfg = load_config(None, {**base, **(overrides or {})})
+        else:  # the user's config, but the data are the site's and the architecture is the model's
+            cfg = load_config(config_path, overrides)
+            cfg["data"].update(base["data"])
+            cfg["model"].update(base["model"])
+            cfg["preprocess"].update(base.get("preprocess", {}))
     else:
         cfg = load_config(config_path, overrides)
         if data is not None:
