@@ -129,7 +129,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.config is None and args.init is None:
         raise UserError("train: give --config FILE (e.g. training/configs/triaxial.toml), "
                         "or --init MODEL_DIR --data SITE_DATA to fine-tune")
-    card = run(args.config, args.out, init=args.init, data=args.data)
+    if args.seeds is not None and args.seeds < 1:
+        raise UserError(f"--seeds = {args.seeds}; expected an integer >= 1")
+    overrides = {"report": {"seeds": args.seeds}} if args.seeds else None
+    card = run(args.config, args.out, overrides=overrides, init=args.init, data=args.data)
     m = card.get("metrics", {})
     shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("test_macro_f1", "heldout_macro_f1", "lowsnr_macro_f1")
                       if isinstance(m.get(k), float))
@@ -188,6 +191,8 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, help="output model directory")
     t.add_argument("--init", help="fine-tune this trained model directory (transfer learning)")
     t.add_argument("--data", help="the mine's own labelled windows (file or dataset directory)")
+    t.add_argument("--seeds", type=int, help="repeat the fit with this many seeds for mean/spread in the report "
+                   "(overrides report.seeds)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="metrics of a model on a labelled window dataset")

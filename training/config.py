@@ -21,7 +21,7 @@ DEFAULTS: dict[str, Any] = {
         "source": "synthetic",  # "synthetic" (the generator) or "files" (datasets on disk)
         "channels": 3,
         "snr_db": [-3.0, 30.0],
-        "train_count": 9000,
+        "train_count": 12000,
         "val_count": 1500,
         "test_count": 3000,
         "heldout_count": 2400,
@@ -42,17 +42,17 @@ DEFAULTS: dict[str, Any] = {
     "preprocess": {"fs": 4000.0, "samples": 4096, "highpass_hz": 3.0, "lowpass_hz": 1800.0, "order": 4,
                    "clip": 16.0},
     "model": {
-        "filters": [16, 24, 32, 48, 64],
+        "filters": [16, 32, 48, 64, 64],
         "kernels": [16, 9, 9, 5, 3],
         "strides": [4, 4, 2, 2, 2],
         "dropout": 0.15,
         "channel_policy": "",  # "" = zero_fill for triaxial (trained with channel dropout), first for uniaxial
     },
     "train": {
-        "epochs": 30,
+        "epochs": 32,
         "batch_size": 64,
         "learning_rate": 0.003,
-        "patience": 6,
+        "patience": 8,
         "class_weight": "balanced",  # "balanced" or "none"
         "label_smoothing": 0.0,
     },
@@ -62,11 +62,12 @@ DEFAULTS: dict[str, Any] = {
         "polarity": 0.5,  # probability of flipping the polarity of the whole window
         "background": 0.5,  # probability of adding another window's background
         "background_snr_db": [0.0, 25.0],
-        "channel_dropout": 0.15,  # probability of silencing N and E (uniaxial robustness)
+        "channel_dropout": 0.1,  # probability of silencing N and E (uniaxial robustness)
     },
     "prune": {
-        "final_sparsity": 0.6,
+        "final_sparsity": 0.55,
         "epochs": 8,
+        "end_fraction": 0.5,  # the target sparsity is reached at this fraction of the pruning steps
         "frequency": 50,  # steps between mask updates (must be below the end step)
     },
     "finetune": {  # `stopewatch train --init MODEL --data SITE_DATA`
@@ -144,6 +145,8 @@ def _check(cfg: dict, where: str) -> None:
     p = cfg["prune"]
     if not 0 <= p["final_sparsity"] < 1:
         raise bad("prune.final_sparsity", p["final_sparsity"], "0 <= sparsity < 1")
+    if not 0 < p["end_fraction"] <= 1:
+        raise bad("prune.end_fraction", p["end_fraction"], "0 < fraction <= 1")
     if p["epochs"] < 1 or p["frequency"] < 1:
         raise bad("prune.epochs", p["epochs"], "epochs >= 1 and frequency >= 1")
     for k in ("epochs", "batch_size", "patience"):
