@@ -2,7 +2,6 @@
 real LiteRT interpreter), then `evaluate`, `classify` and fine-tuning on the artefacts it wrote."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,12 +47,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    os.environ["STOPEWATCH_CACHE"] = str(root / "cache")
-    cfg = root / "tiny.toml"
-    cfg.write_text(TINY)
-    out = root / "model"
-    assert main(["train", "--config", str(cfg), "--out", str(out)]) == 0
-    return out
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("STOPEWATCH_CACHE", str(root / "cache"))  # generated windows stay in the test's tmp dir
+        cfg = root / "tiny.toml"
+        cfg.write_text(TINY)
+        out = root / "model"
+        assert main(["train", "--config", str(cfg), "--out", str(out)]) == 0
+        yield out
 
 
 def test_artefacts_card_and_hashes(trained):
