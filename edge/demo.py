@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,4 +180,6 @@ def run_demo(seconds: float = 60.0, model: str | None = None, site: str = "za-de
         print(f"({len(late)} event(s) injected in the last 1.5 s before the board stopped are not scored)")
     _print_score(truth, [e for e in viewer.events if _seconds(e["trigger_time"]) <= board_stopped - 1.5])
     print(f"final node status: {viewer.status[-1]['state'] if viewer.status else 'none seen'}")
+    if code == 0:
+        shutil.rmtree(work, ignore_errors=True)  # keep it (and the daemon's log) only when something failed
     return code
