@@ -34,6 +34,26 @@ from training.synthetic.stream import StreamSynth
 ROOT = Path(__file__).resolve().parents[1]
 
 
+class Prerendered:
+    """A board signal source that serves a stream rendered in advance (``next_block`` like StreamSynth)."""
+
+    def __init__(self, synth: StreamSynth, seconds: float):
+        fs = int(synth.fs)
+        blocks, self.events = [], []
+        for _ in range(int(seconds)):
+            x, ev = synth.next_block(fs)
+            blocks.append(x)
+            self.events += ev
+        self.data, self.at = np.concatenate(blocks, axis=1), 0
+
+    def next_block(self, n: int) -> tuple[np.ndarray, list[dict]]:
+        start, self.at = self.at, self.at + n
+        block = self.data[:, start % self.data.shape[1]:][:, :n]
+        if block.shape[1] < n:  # wrap around
+            block = np.concatenate([block, self.data[:, :n - block.shape[1]]], axis=1)
+        return block, [e for e in self.events if start <= e["sample"] < start + n]
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -50,9 +70,11 @@ def main() -> None:
     broker = start_local_broker(tmp / "broker")
     pty = PtyPort()
     stop = threading.Event()
-    # Short events at a high rate, so that p99 rests on more than a handful of events.
-    source = StreamSynth(fs=4000.0, channels=3, site="za-deep-gold", seed=21, snr_db=(6.0, 30.0), rate_per_min=60,
-                         families=["microseismic", "blast", "electrical"])
+    # Short events at a high rate, so that p99 rests on more than a handful of events; rendered
+    # beforehand, so that synthesising them does not compete with the daemon for the CPU.
+    source = Prerendered(StreamSynth(fs=4000.0, channels=3, site="za-deep-gold", seed=21, snr_db=(6.0, 30.0),
+                                     rate_per_min=60, families=["microseismic", "blast", "electrical"]),
+                         seconds=args.seconds + 30)
     sim = BoardSimulator(source, fs=4000.0, channels=3, fmt="int24", scale=1e9, timestamps=True, seed=21)
     board = threading.Thread(target=sim.run, args=(pty,), daemon=True,
                              kwargs={"seconds": None, "speed": 1.0, "stop": stop})
