@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge.model import Classifier  # noqa: E402
 from edge.preprocess import preprocess  # noqa: E402
-
-
-def timed(fn, runs: int) -> dict:
-    for _ in range(max(10, runs // 10)):
-        fn()
-    t = np.empty(runs)
-    for k in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        t[k] = time.perf_counter() - t0
-    return {"median_ms": round(float(np.median(t)) * 1e3, 4), "p99_ms": round(float(np.percentile(t, 99)) * 1e3, 4)}
+from training.experiments import timed  # noqa: E402
 
 
 def bench(model_dir: Path, runs: int) -> dict:

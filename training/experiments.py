@@ -36,7 +36,8 @@ def one_core():
         os.sched_setaffinity(0, before)
 
 
-def _timed(fn, runs: int) -> dict:
+def timed(fn, runs: int) -> dict:
+    """Wall time of ``fn`` over ``runs`` calls after a warm-up: median, p90, p99 and mean in ms."""
     for _ in range(max(5, runs // 10)):
         fn()
     t = np.empty(runs)
@@ -45,7 +46,7 @@ def _timed(fn, runs: int) -> dict:
         fn()
         t[k] = time.perf_counter() - t0
     return {"median_ms": float(np.median(t) * 1e3), "p90_ms": float(np.percentile(t, 90) * 1e3),
-            "mean_ms": float(t.mean() * 1e3), "runs": runs}
+            "p99_ms": float(np.percentile(t, 99) * 1e3), "mean_ms": float(t.mean() * 1e3), "runs": runs}
 
 
 def tflite_latency(path: Path, x: np.ndarray, runs: int) -> dict:
@@ -64,7 +65,7 @@ def tflite_latency(path: Path, x: np.ndarray, runs: int) -> dict:
         it.get_tensor(o["index"])
 
     with one_core():
-        return _timed(call, runs)
+        return timed(call, runs)
 
 
 def keras_latency(model, x: np.ndarray, runs: int) -> dict:
@@ -74,7 +75,7 @@ def keras_latency(model, x: np.ndarray, runs: int) -> dict:
     fn = tf.function(lambda t: model(t, training=False))
     w = tf.constant(x[:1])
     with one_core():
-        return _timed(lambda: fn(w).numpy(), runs)
+        return timed(lambda: fn(w).numpy(), runs)
 
 
 def size_of(path: Path) -> dict:
