@@ -215,7 +215,9 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     sections = {f.name: f for f in fields(Config) if f.name != "source"}
     unknown = sorted(set(data) - set(sections))
     if unknown:
-        raise UserError(f"{source}: unknown section [{unknown[0]}]; allowed: {', '.join(sections)}")
+        hint = (" (this looks like a training configuration; the daemon takes one like "
+                "edge/stopewatch.example.toml)") if {"data", "train"} & set(unknown) else ""
+        raise UserError(f"{source}: unknown section [{unknown[0]}]; allowed: {', '.join(sections)}{hint}")
     hints = get_type_hints(Config)
     cfg = Config(source=source, **{name: _section(hints[name], data.get(name, {}), name, source)
                                    for name in sections})

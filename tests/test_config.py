@@ -52,6 +52,13 @@ def test_bad_configuration_is_one_clear_line(tmp_path, toml, message):
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 
 
+def test_a_training_configuration_is_recognised(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config",
+                           str(ROOT / "training" / "configs" / "triaxial.toml")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2 and "looks like a training configuration" in proc.stderr
+
+
 def test_missing_configuration_file(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edge.cli", "replay", "--config", str(tmp_path / "nope.toml"),
                            str(tmp_path / "s.npz")], capture_output=True, text=True, cwd=ROOT, timeout=60)
