@@ -123,10 +123,13 @@ class Daemon:
     def _take_chunks(self, timeout: float, limit: int = 1 << 20) -> bytes:
         """All bytes waiting (up to ``limit``), or the first to arrive within ``timeout``."""
         parts: list[bytes] = []
+        size = 0
         try:
             parts.append(self.chunks.get(timeout=timeout) if timeout > 0 else self.chunks.get_nowait())
-            while sum(map(len, parts)) < limit:
+            size = len(parts[0])
+            while size < limit:
                 parts.append(self.chunks.get_nowait())
+                size += len(parts[-1])
         except queue.Empty:
             pass
         return b"".join(parts)

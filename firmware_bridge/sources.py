@@ -21,6 +21,20 @@ class SignalSource(Protocol):
         ...
 
 
+def overlay(block: np.ndarray, start: int, pending: list[tuple[int, np.ndarray]]) -> list[tuple[int, np.ndarray]]:
+    """Add the parts of ``pending`` signals (absolute start sample, (channels, m)) that fall in ``block``
+    (which starts at absolute sample ``start``), in place; return those that go on past the block."""
+    end = start + block.shape[1]
+    still = []
+    for onset, w in pending:
+        a, b = max(onset, start), min(onset + w.shape[1], end)
+        if a < b:
+            block[:, a - start:b - start] += w[:, a - onset:b - onset]
+        if onset + w.shape[1] > end:
+            still.append((onset, w))
+    return still
+
+
 class NoisePulseSource:
     """Unit-variance noise with exponentially decaying sine pulses ("pulse") at Poisson times.
 
@@ -66,13 +80,6 @@ class NoisePulseSource:
             events.append({"sample": int(self._next_onset), "label": "pulse", "snr_db": snr})
             self.sample = self._next_onset
             self._next_onset = self._draw_gap()
-        still = []
-        for onset, w in self._active:
-            a, b = max(onset, start), min(onset + w.shape[1], end)
-            if a < b:
-                x[:, a - start:b - start] += w[:, a - onset:b - onset]
-            if onset + w.shape[1] > end:
-                still.append((onset, w))
-        self._active = still
+        self._active = overlay(x, start, self._active)
         self.sample = end
         return x, events

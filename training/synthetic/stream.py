@@ -6,6 +6,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.vocabulary import CLASSES
+from firmware_bridge.sources import overlay
 from training.synthetic.generate import recorded_event
 from training.synthetic.recording import Background, digitise, snr_gain
 from training.synthetic.sites import SITES, TRAIN_SITES
@@ -70,14 +71,7 @@ class StreamSynth:
         events = []
         while self._next_onset is not None and self._next_onset < stop:
             events.append(self._inject(max(self._next_onset, start + int(PRE_S * self.fs))))
-        keep = []
-        for at, sig in self._pending:
-            a, b = max(at, start), min(at + sig.shape[1], stop)
-            if a < b:
-                x[:, a - start:b - start] += sig[:, a - at:b - at]
-            if at + sig.shape[1] > stop:
-                keep.append((at, sig))
-        self._pending = keep
+        self._pending = overlay(x, start, self._pending)
         self.position = stop
         y, _, _ = digitise(x, self.site, self.noise_rms, self.rng, self.fs)
         return y, events
