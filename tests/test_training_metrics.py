@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edge.errors import UserError
-from edge.model import dequantize, normalised_entropy, quantize, softmax
+from edge.gateway.model import dequantize, normalised_entropy, quantize, softmax
 from training import metrics as M
 from training.config import load_config
 

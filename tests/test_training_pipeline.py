@@ -12,7 +12,7 @@ import pytest
 from edge.cli import main
 from edge.errors import UserError
 from edge.formats import write_windows
-from edge.model import Classifier, read_card, sha256_file
+from edge.gateway.model import Classifier, read_card, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = """

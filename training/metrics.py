@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from edge.model import softmax
+from edge.gateway.model import softmax
 from edge.vocabulary import CLASSES, UNKNOWN
 
 SNR_BUCKETS: tuple[tuple[float, float], ...] = ((-3.0, 0.0), (0.0, 6.0), (6.0, 12.0), (12.0, 20.0), (20.0, 31.0))

@@ -6,7 +6,7 @@ and strip_pruning; (3) export through a SavedModel to float and full-int8 TFLite
 (representative data from the training set); quantization-aware training only if
 int8 loses more than the configured macro-F1; (4) temperature and ``unknown``
 threshold fitted on validation logits of the int8 model; (5) evaluation of the
-written model through ``edge.model.Classifier`` -- the gateway's own code.
+written model through ``edge.gateway.model.Classifier`` -- the gateway's own code.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import UserError
-from edge.model import CARD, CARD_FORMAT, TFLITE, Classifier, sha256_file
-from edge.preprocess import PreprocessParams
+from edge.gateway.model import CARD, CARD_FORMAT, TFLITE, Classifier, sha256_file
+from edge.gateway.preprocess import PreprocessParams
 from edge.vocabulary import CLASSES
 from training import data as D
 from training import metrics as M
@@ -178,7 +178,7 @@ def representative_set(train: D.Prepared, n: int, clip: float, seed: int) -> np.
 
 def tflite_logits(content_or_path, x: np.ndarray) -> np.ndarray:
     """Logits of prepared inputs (n, samples, channels) through the LiteRT interpreter (dequantized)."""
-    from edge.model import dequantize, load_interpreter_class, quantize
+    from edge.gateway.model import dequantize, load_interpreter_class, quantize
     cls = load_interpreter_class()
     kw = {"model_content": content_or_path} if isinstance(content_or_path, bytes) \
         else {"model_path": str(content_or_path)}
@@ -199,7 +199,7 @@ def tflite_logits(content_or_path, x: np.ndarray) -> np.ndarray:
 
 def tflite_info(content: bytes) -> dict:
     """Ops, input/output types and quantization, and int8 weight sparsity of a converted model."""
-    from edge.model import load_interpreter_class
+    from edge.gateway.model import load_interpreter_class
     it = load_interpreter_class()(model_content=content, num_threads=1)
     it.allocate_tensors()
     ops = sorted({op["op_name"] for op in it._get_ops_details()})
@@ -317,7 +317,7 @@ def fit_and_export(cfg: dict, splits: dict, out: Path, init: Path | None = None,
         "channels": ch,
         "samples": params.samples,
         "channel_policy": policy,
-        "input_layout": "(1, samples, channels) after edge.preprocess.preprocess",
+        "input_layout": "(1, samples, channels) after edge.gateway.preprocess.preprocess",
         "preprocessing": params.to_dict(),
         "input_quantization": {"dtype": info["input"]["dtype"], "scale": info["input"]["scale"],
                                "zero_point": info["input"]["zero_point"]},
