@@ -181,7 +181,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     for wav, fs in _read_unlabelled(args.windows):
         for start in range(0, len(wav), 256):
             for fields in clf.classify(wav[start:start + 256], fs):
-                print(json.dumps(fields, sort_keys=False))
+                print(json.dumps(fields.as_fields(), sort_keys=False))
     return 0
 
 

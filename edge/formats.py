@@ -13,13 +13,13 @@ import os
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from edge.errors import UserError
 from edge.vocabulary import CLASSES
+from firmware_bridge.clock import parse_utc
 
 MANIFEST = "manifest.json"
 WINDOWS_FORMAT = "stopewatch.windows/1"
@@ -125,7 +125,7 @@ def _as_fs(arr: np.ndarray, path: Path) -> float:
 def check_time(value: str, where: str) -> str:
     """Return ``value`` if it is an ISO-8601 time, else raise a UserError naming ``where``."""
     try:
-        datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        parse_utc(value)
     except ValueError:
         raise UserError(f"{where} = {value!r}; expected an ISO-8601 UTC time "
                         "such as 2026-01-01T00:00:00.000000Z") from None

@@ -17,19 +17,35 @@ from datetime import UTC, datetime
 import numpy as np
 
 
-def iso_utc(ns: int | float) -> str:
-    """ISO-8601 UTC with microseconds and a Z, e.g. 2026-01-01T00:00:00.000000Z."""
-    us = int(round(ns / 1000.0))
+def iso_utc(t: int | float | datetime) -> str:
+    """ISO-8601 UTC with microseconds and a Z, e.g. 2026-01-01T00:00:00.000000Z: the one time format of
+    every message, record and file stopewatch writes. ``t`` is nanoseconds since the Unix epoch or a
+    datetime (naive means UTC)."""
+    if isinstance(t, datetime):
+        t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+        return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    us = int(round(t / 1000.0))
     sec, frac = divmod(us, 1_000_000)
     return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:06d}Z"
 
 
+def utc_now() -> str:
+    """The current time in the :func:`iso_utc` format."""
+    return iso_utc(datetime.now(UTC))
+
+
+def parse_utc(text: str) -> datetime:
+    """An aware UTC datetime from an ISO-8601 time (``Z`` or an offset; a time without a zone is UTC).
+
+    Raises ValueError when ``text`` is not ISO-8601.
+    """
+    t = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
 def parse_iso_utc(text: str) -> int:
     """Nanoseconds since the Unix epoch from an ISO-8601 time (naive times are taken as UTC)."""
-    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    us = (t - datetime(1970, 1, 1, tzinfo=UTC)) // _US
+    us = (parse_utc(text) - datetime(1970, 1, 1, tzinfo=UTC)) // _US
     return int(us) * 1000
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
@@ -124,11 +126,24 @@ class DecoderStats:
     samples_missed: int = 0
     duplicates: int = 0
     resets: int = 0
+    lines: int = 0  # text mode: lines read
+    bad_lines: int = 0  # text mode: lines that were not a row of numbers of the board's channel count
     recent_gaps: deque[Gap] = field(default_factory=lambda: deque(maxlen=256))
 
     def as_dict(self) -> dict[str, int]:
         """The integer counters, for JSON."""
         return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
+
+
+class Decoder(Protocol):
+    """What the daemon needs of a decoder of the board's byte stream (binary frames or text lines)."""
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[SampleBlock | StatusReport]: ...
+
+    def flush(self) -> list[SampleBlock | StatusReport]: ...
+
+    @property
+    def stats(self) -> DecoderStats: ...
 
 
 @dataclass
@@ -190,10 +205,6 @@ class FrameDecoder:
         self._scan(out, final=True)
         self._skipping = False
         return out
-
-    def forget_boards(self) -> None:
-        """Forget sequence tracking (e.g. after the serial line was reopened): next blocks have reset=True."""
-        self._boards.clear()
 
     @property
     def buffered(self) -> int:
@@ -351,11 +362,26 @@ class FrameDecoder:
         return None
 
 
-def concat_blocks(blocks: list[SampleBlock]) -> tuple[int, np.ndarray]:
-    """Join contiguous blocks (no gaps) into one (channels, n) array; returns (first_sample, data)."""
-    if not blocks:
-        return 0, np.zeros((0, 0))
-    for a, b in zip(blocks, blocks[1:], strict=False):
-        if b.first_sample != a.end_sample:
-            raise ValueError(f"blocks not contiguous: {a.end_sample} then {b.first_sample}")
-    return blocks[0].first_sample, np.concatenate([b.data for b in blocks], axis=1)
+def join_contiguous(blocks: Sequence[SampleBlock]) -> list[SampleBlock]:
+    """Merge each run of contiguous blocks of one board (same rate and layout, no reset) into one block.
+
+    A run keeps its first block's identity (board, session, seq, time stamp, gap, reset, gain); the pipeline
+    then makes fewer, larger calls. Blocks that do not follow on start a new run.
+    """
+    out: list[SampleBlock] = []
+    run: list[SampleBlock] = []
+
+    def close() -> None:
+        if len(run) == 1:
+            out.append(run[0])
+        elif run:
+            out.append(replace(run[0], data=np.concatenate([b.data for b in run], axis=1)))
+        run.clear()
+
+    for b in blocks:
+        if run and (b.reset or b.board_id != run[0].board_id or b.first_sample != run[-1].end_sample
+                    or b.fs != run[0].fs or b.channels != run[0].channels):
+            close()
+        run.append(b)
+    close()
+    return out

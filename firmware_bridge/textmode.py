@@ -15,7 +15,7 @@ import io
 
 import numpy as np
 
-from firmware_bridge.decoder import SampleBlock
+from firmware_bridge.decoder import DecoderStats, SampleBlock
 from firmware_bridge.protocol import SampleFormat
 
 MAX_LINE = 1024  # longer "lines" are garbage: drop them
@@ -38,16 +38,14 @@ class TextDecoder:
         self.dtype = np.dtype(dtype)
         self.board_id = board_id
         self.sample = 0
-        self.lines = 0
-        self.bad_lines = 0
-        self.bytes_in = 0
+        self.stats = DecoderStats()  # bytes_in, lines, bad_lines, samples and gaps are what text mode counts
         self._buf = bytearray()
         self._pending_gap = 0
         self._started = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[SampleBlock]:
         """Decode every complete line in what has arrived."""
-        self.bytes_in += len(data)
+        self.stats.bytes_in += len(data)
         self._buf += data
         end = self._buf.rfind(b"\n")
         if end < 0:
@@ -68,7 +66,7 @@ class TextDecoder:
         return self._parse(chunk)
 
     def _bad(self, k: int) -> None:
-        self.bad_lines += k
+        self.stats.bad_lines += k
         self._pending_gap += k
         self.sample += k
 
@@ -77,7 +75,7 @@ class TextDecoder:
         lines = [ln for ln in lines if ln and not ln.startswith(b"#")]
         if not lines:
             return []
-        self.lines += len(lines)
+        self.stats.lines += len(lines)
         if self.channels is None:
             self.channels = lines[0].count(b",") + 1
         c = self.channels
@@ -124,6 +122,10 @@ class TextDecoder:
                 self._bad(int(a - pos))
             data = values[a:b].T.astype(self.dtype)
             reset = not self._started or self._pending_gap > 0
+            if self._pending_gap:
+                self.stats.sample_gaps += 1
+                self.stats.samples_missed += self._pending_gap
+            self.stats.samples += int(b - a)
             blocks.append(SampleBlock(self.board_id, 0, -1, self.sample, data, self.fs, None, None,
                                       self._pending_gap, reset, None))
             self._started = True

@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
     for clf in models:
         x = counts if clf.channels == 3 else counts[:, :1]
         for i, r in enumerate(clf.classify(x, ws.fs)):
-            ok[i] &= r["label"] == ws.labels[i] and r["confidence"] >= MIN_CONFIDENCE
+            ok[i] &= r.label == ws.labels[i] and r.confidence >= MIN_CONFIDENCE
     pick = []
     for c in CLASSES:
         idx = np.flatnonzero(ok & (ws.labels == c))

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from field_support import shipped_model
 from mqtt_broker import start_broker
 
 
@@ -33,8 +32,5 @@ def make_broker(tmp_path):
 
 @pytest.fixture(scope="session")
 def triaxial_model():
-    """The shipped triaxial model directory (it is committed: its absence is a failure, not a skip)."""
-    model = Path(__file__).resolve().parents[1] / "models" / "triaxial"
-    if not (model / "model_card.json").is_file():
-        pytest.fail("models/triaxial is missing: the shipped model must be committed")
-    return model
+    """The shipped triaxial model directory."""
+    return shipped_model()

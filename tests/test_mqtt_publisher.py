@@ -21,7 +21,8 @@ from jsonschema import Draft202012Validator
 from mqtt_broker import Collector, free_port, read_retained, wait_until
 
 from edge.gateway.config import parse_config
-from edge.gateway.mqtt import Publisher, decode_waveform
+from edge.gateway.messages import decode_waveform
+from edge.gateway.mqtt import Publisher
 from edge.gateway.outbox import Outbox
 
 ROOT = Path(__file__).resolve().parents[1]

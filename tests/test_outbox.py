@@ -46,7 +46,6 @@ def test_rows_survive_reopen_and_file_is_wal(tmp_path):
         assert box.depth() == 2 and box.last_id() == first + 1
         row = box.pending(1)[0]
         assert (row.payload, row.historical, row.label, row.kind) == (b"\x00binary\xff", True, "noise", "event")
-        assert box.depth_by_label() == {"noise": 1, "": 1}
 
 
 def test_eviction_noise_first_then_waveforms_then_oldest(tmp_path):
@@ -66,6 +65,15 @@ def test_eviction_noise_first_then_waveforms_then_oldest(tmp_path):
         assert [r.payload for r in box.pending(10)] == [b"b", b"c", b"d", b"f"]
         assert box.depth() == 4
         assert box.evictions == {"noise": 2, "microseismic": 1, "blast": 1}
+
+
+def test_eviction_follows_the_policy_it_is_given(tmp_path):
+    with Outbox(tmp_path / "o.sqlite", max_events=2, evict_first=("drilling",)) as box:
+        box.put("e", b"n", label="noise")
+        box.put("e", b"d", label="drilling")
+        box.put("e", b"b", label="blast")  # full: drilling goes first under this policy, noise stays
+        assert [r.payload for r in box.pending(10)] == [b"n", b"b"]
+        assert box.evictions == {"drilling": 1}
 
 
 def test_two_threads_put_and_ack(tmp_path):

@@ -1,4 +1,7 @@
-"""The event pipeline over recorded streams: block-size independence, gaps, refractory merging."""
+"""The event pipeline over recorded streams: block-size independence, gaps, refractory merging.
+
+The classifier is a stand-in (tests/fakes.py): what is tested here is the trigger and the windows.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from fakes import EnergyClassifier
 
 from edge.gateway.config import TriggerConfig
-from edge.gateway.model import Classifier
 from edge.gateway.pipeline import Pipeline, fixed_clock
 from training.synthetic.stream import StreamSynth
 
@@ -27,44 +30,46 @@ def stream():
 
 
 @pytest.fixture(scope="module")
-def classifier(triaxial_model):
-    return Classifier(triaxial_model)
+def classifier():
+    return EnergyClassifier()
 
 
 def run(data: np.ndarray, classifier, sizes, cfg: TriggerConfig | None = None, skip: tuple[int, int] | None = None):
+    """(events, pipeline, samples lost on the line) of one pass over ``data`` in blocks of ``sizes``."""
     pipe = Pipeline(cfg or TriggerConfig(), classifier, FS, ["Z", "N", "E"],
                     fixed_clock(datetime(2026, 1, 1, tzinfo=UTC), FS))
-    events, at, k = [], 0, 0
-    pipe.lost = 0
+    events, at, k, lost = [], 0, 0, 0
     while at < data.shape[1]:
         n = sizes[k % len(sizes)]
         k += 1
         if skip and skip[0] <= at < skip[1]:  # samples lost on the line
-            pipe.lost += skip[1] - at
+            lost += skip[1] - at
             at = skip[1]
             continue
         events += pipe.feed(data[:, at:at + n], at)
         at += n
-    return events + pipe.flush(), pipe
+    return events + pipe.flush(), pipe, lost
 
 
 def test_events_do_not_depend_on_block_sizes(stream, classifier):
     data, truth = stream
-    a, _ = run(data, classifier, [400])
-    b, _ = run(data, classifier, [37, 1000, 4000, 1, 250])
+    a, _, _ = run(data, classifier, [400])
+    b, _, _ = run(data, classifier, [37, 1000, 4000, 1, 250])
     assert len(a) >= 8 and len(truth) >= 8
-    assert [e["_trigger_sample"] for e in a] == [e["_trigger_sample"] for e in b]
-    assert [e["label"] for e in a] == [e["label"] for e in b]
+    assert [e.trigger_sample for e in a] == [e.trigger_sample for e in b]
+    assert [e.classification.label for e in a] == [e.classification.label for e in b]
     for x, y in zip(a, b, strict=True):
-        np.testing.assert_allclose([x["probabilities"][c] for c in x["probabilities"]],
-                                   [y["probabilities"][c] for c in y["probabilities"]], atol=1e-6)
-        assert x["trigger_time"] == y["trigger_time"] and x["window"] == y["window"]
+        np.testing.assert_array_equal(x.samples, y.samples)
+        np.testing.assert_allclose(list(x.classification.probabilities.values()),
+                                   list(y.classification.probabilities.values()), atol=1e-6)
+        assert x.trigger_time == y.trigger_time and x.window == y.window
+        assert x.features == y.features
 
 
 def test_each_injected_event_is_one_event_near_its_onset(stream, classifier):
     data, truth = stream
-    events, pipe = run(data, classifier, [400])
-    triggers = np.array([e["_trigger_sample"] for e in events])
+    events, pipe, _ = run(data, classifier, [400])
+    triggers = np.array([e.trigger_sample for e in events])
     for t in truth:
         near = triggers[(triggers >= t["sample"] - 0.3 * FS) & (triggers <= t["sample"] + 1.5 * FS)]
         assert len(near) == 1, t
@@ -75,17 +80,17 @@ def test_each_injected_event_is_one_event_near_its_onset(stream, classifier):
 def test_a_gap_resets_state_and_zero_fills_the_window(stream, classifier):
     data, truth = stream
     onset = truth[2]["sample"]
-    events, pipe = run(data, classifier, [400], skip=(onset + 2000, onset + 2800))
+    events, pipe, lost = run(data, classifier, [400], skip=(onset + 2000, onset + 2800))
     assert pipe.stats.gaps == 1 and pipe.stats.windows_with_gaps >= 1
-    hit = [e for e in events if abs(e["_trigger_sample"] - onset) < 0.3 * FS]
-    assert pipe.lost > 0 and len(hit) == 1 and hit[0]["_missing_samples"] == pipe.lost
+    hit = [e for e in events if abs(e.trigger_sample - onset) < 0.3 * FS]
+    assert lost > 0 and len(hit) == 1 and hit[0].missing_samples == lost
 
 
 def test_window_is_placed_around_the_trigger(stream, classifier):
     data, _ = stream
-    events, _ = run(data, classifier, [400])
+    events, _, _ = run(data, classifier, [400])
     for e in events:
-        assert e["window"]["samples"] == 4096 and e["_window"].shape == (3, 4096)
-        start = datetime.fromisoformat(e["window"]["start"].replace("Z", "+00:00"))
-        trig = datetime.fromisoformat(e["trigger_time"].replace("Z", "+00:00"))
+        assert e.window.samples == 4096 and e.samples.shape == (3, 4096)
+        start = datetime.fromisoformat(e.window.start.replace("Z", "+00:00"))
+        trig = datetime.fromisoformat(e.trigger_time.replace("Z", "+00:00"))
         assert abs((trig - start).total_seconds() - TriggerConfig().pre_s) < 1e-3

@@ -59,8 +59,9 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from edge.errors import UserError
-from edge.formats import WINDOWS_FORMAT, WindowSet, read_stream, write_manifest, write_windows
+from edge.formats import WINDOWS_FORMAT, WindowSet, check_time, read_stream, write_manifest, write_windows
 from edge.vocabulary import CLASSES
+from firmware_bridge import clock
 
 OBSPY_SUFFIXES = {".mseed": "MSEED", ".miniseed": "MSEED", ".ms": "MSEED", ".msd": "MSEED", ".sac": "SAC"}
 RECORD_SUFFIXES = (*OBSPY_SUFFIXES, ".csv", ".npz")
@@ -119,7 +120,7 @@ class Record:
 
     def describe(self) -> str:
         names = ", ".join(str(f) for f in self.files)
-        return f"{names} ({self.key}: {iso(self.start)} to {iso(self.end)})"
+        return f"{names} ({self.key}: {clock.iso_utc(self.start)} to {clock.iso_utc(self.end)})"
 
 
 @dataclass
@@ -140,19 +141,9 @@ class Uncuttable(Exception):
 
 
 # --------------------------------------------------------------------------- times
-def iso(t: datetime) -> str:
-    """ISO-8601 UTC with microseconds and a Z, the form used across stopewatch."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def parse_utc(text: str, where: str) -> datetime:
     """Parse an ISO-8601 time to an aware UTC datetime; a time without a zone is UTC."""
-    try:
-        t = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UserError(f"{where} = {text!r}; expected an ISO-8601 UTC time "
-                        "such as 2026-01-01T00:00:00.000000Z") from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return clock.parse_utc(check_time(text, where))
 
 
 # --------------------------------------------------------------------------- labels
@@ -431,9 +422,9 @@ class RecordIndex:
         inside = [r for r in cands if r.start <= row.onset <= r.end]
         if not inside:
             spans = "; ".join(r.describe() for r in cands)
-            raise UserError(f"{where}: start_time {iso(row.onset)} is outside the record: {spans}")
+            raise UserError(f"{where}: start_time {clock.iso_utc(row.onset)} is outside the record: {spans}")
         if len(inside) > 1:
-            raise UserError(f"{where}: start_time {iso(row.onset)} is in several records "
+            raise UserError(f"{where}: start_time {clock.iso_utc(row.onset)} is in several records "
                             f"({', '.join(r.key for r in inside)}); add a 'file' or a longer 'station' id")
         return inside[0]
 
@@ -495,15 +486,15 @@ def cut_channel(ch: Channel, window_start: datetime, samples: int, fs: float) ->
     span = samples * ch.fs / fs
     if pos < -0.5:
         raise Uncuttable(f"window starts {-pos / ch.fs:.4f} s before channel {ch.name} starts "
-                         f"({iso(ch.start)})")
+                         f"({clock.iso_utc(ch.start)})")
     if pos + span > ch.npts + 0.5:
         raise Uncuttable(f"window ends {(pos + span - ch.npts) / ch.fs:.4f} s after channel {ch.name} ends "
-                         f"({iso(ch.end)})")
+                         f"({clock.iso_utc(ch.end)})")
     lo, hi = max(0, math.floor(pos)), min(ch.npts, math.ceil(pos + span))
     nan = ch.missing[np.searchsorted(ch.missing, lo):np.searchsorted(ch.missing, hi)]
     if nan.size:
         at = ch.start + timedelta(seconds=int(nan[0]) / ch.fs)
-        raise Uncuttable(f"window crosses a gap in channel {ch.name} at {iso(at)} "
+        raise Uncuttable(f"window crosses a gap in channel {ch.name} at {clock.iso_utc(at)} "
                          f"({nan.size} missing samples)")
     up, down = rational_ratio(fs, ch.fs)
     # Extra native samples on each side keep the anti-alias filter's edge effects out of the window.
@@ -521,7 +512,8 @@ def cut_channel(ch: Channel, window_start: datetime, samples: int, fs: float) ->
     tail = samples - head - out.size
     slack = math.ceil(fs / ch.fs) + 1  # rounding at the record's edge can leave a sample or two
     if head > slack or tail > slack:
-        raise Uncuttable(f"window does not fit channel {ch.name} ({iso(ch.start)} to {iso(ch.end)})")
+        span = f"{clock.iso_utc(ch.start)} to {clock.iso_utc(ch.end)}"
+        raise Uncuttable(f"window does not fit channel {ch.name} ({span})")
     return np.pad(out, (head, max(tail, 0)), mode="edge") if head or tail > 0 else out
 
 
@@ -612,7 +604,7 @@ def _cut_all(tmp: Path, index: RecordIndex, plan: dict[str, list[LabelRow]], lab
             np.array([np.nan if r.snr_db is None else r.snr_db for r in rows], dtype=np.float32)
             if any_snr else None,
             np.array([r.site or site for r in rows]) if any_site else None,
-            np.array([iso(r.onset) for r in rows]))
+            np.array([clock.iso_utc(r.onset) for r in rows]))
         write_windows(tmp / name, ws)
         shards.append({"file": name, "count": len(rows), "label_lines": [r.line for r in rows],
                        "sha256": hashlib.sha256((tmp / name).read_bytes()).hexdigest()})
@@ -630,7 +622,7 @@ def _cut_all(tmp: Path, index: RecordIndex, plan: dict[str, list[LabelRow]], lab
             try:
                 window = cut_window(picked, row.onset, pre, samples, fs)
             except Uncuttable as exc:
-                message = f"{labels} line {row.line}: {row.label} at {iso(row.onset)} in {rec.key}: {exc}"
+                message = f"{labels} line {row.line}: {row.label} at {clock.iso_utc(row.onset)} in {rec.key}: {exc}"
                 if strict:
                     raise UserError(message + " (--strict)") from None
                 warn(message + "; skipped (--strict makes this an error)")

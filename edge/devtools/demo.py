@@ -18,13 +18,14 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from edge.devtools.scoring import score_events
 from edge.errors import UserError
+from edge.topics import DEFAULT_PREFIX, NodeTopics
+from firmware_bridge.clock import parse_utc
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "triaxial"
 FS = 4000.0
@@ -33,13 +34,17 @@ ROW = "{:<12} {:>4}  {:<13} {:>5}  {:>9}  {:>7}  {:>6}  {:>8}"
 
 
 def _seconds(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    return parse_utc(iso).timestamp()
+
+
+DEMO_NODE = NodeTopics(DEFAULT_PREFIX, "demo-mine", "gateway-1")
 
 
 def _config(path: Path, port: str, broker_port: int, model: Path, state: Path) -> None:
     path.write_text(f"""[node]
-site = "demo-mine"
-node = "gateway-1"
+prefix = "{DEMO_NODE.prefix}"
+site = "{DEMO_NODE.site}"
+node = "{DEMO_NODE.node}"
 state_dir = "{state}"
 
 [board]
@@ -61,14 +66,14 @@ interval_s = 10.0
 class Subscriber:
     """Prints events and status as they arrive and keeps them for scoring."""
 
-    def __init__(self, port: int, root: str):
+    def __init__(self, port: int, topics: NodeTopics):
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
-        self.root, self.events, self.status, self.health = root, [], [], []
+        self.topics, self.events, self.status, self.health = topics, [], [], []
         self._lock = threading.Lock()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="stopewatch-demo-viewer")
-        self.client.on_connect = lambda c, *_: c.subscribe(f"{root}/#", qos=1)
+        self.client.on_connect = lambda c, *_: c.subscribe(topics.all, qos=1)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port, keepalive=10)
         self.client.loop_start()
@@ -76,16 +81,16 @@ class Subscriber:
     def _on_message(self, client, userdata, msg) -> None:
         body = json.loads(msg.payload)
         with self._lock:
-            if msg.topic.endswith("/event"):
+            if msg.topic == self.topics.event:
                 self.events.append(body)
                 f = body["features"]
                 print(ROW.format(body["trigger_time"][11:23], body["seq"], body["label"], f"{body['confidence']:.2f}",
                                  f"{f['ppv']:.2e}", f"{f['dominant_hz']:.0f}", f"{f['snr_db']:.1f}",
                                  f"{body['latency_ms']:.1f}"), flush=True)
-            elif msg.topic.endswith("/status"):
+            elif msg.topic == self.topics.status:
                 self.status.append(body)
                 print(f"-- node status: {body['state']} (model {body['model']['name']})", flush=True)
-            elif msg.topic.endswith("/health"):
+            elif msg.topic == self.topics.health:
                 self.health.append(body)
 
     def close(self) -> None:
@@ -142,7 +147,7 @@ def run_demo(seconds: float = 60.0, model: str | None = None, site: str = "za-de
     env = dict(os.environ, STOPEWATCH_LOG="WARNING")
     daemon = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
                               stderr=log, stdout=log, env=env)
-    viewer = Subscriber(broker.port, "stopewatch/v1/demo-mine/gateway-1")
+    viewer = Subscriber(broker.port, DEMO_NODE)
     print(f"daemon: pid {daemon.pid}, log {work / 'daemon.log'}; running {seconds:g} s (Ctrl-C to end)\n")
     print(ROW.format("trigger UTC", "seq", "label", "conf", "PPV", "dom Hz", "SNR dB", "lat ms"))
     code = 0

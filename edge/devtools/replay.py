@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 
 from edge.devtools.scoring import score_events
@@ -12,6 +11,7 @@ from edge.gateway.config import Config
 from edge.gateway.messages import EventMessenger, new_boot_id
 from edge.gateway.model import Classifier
 from edge.gateway.pipeline import Pipeline, fixed_clock
+from firmware_bridge.clock import parse_utc
 
 
 def replay(cfg: Config, stream_path: str | Path, events_out: str | Path | None = None,
@@ -22,7 +22,7 @@ def replay(cfg: Config, stream_path: str | Path, events_out: str | Path | None =
     """
     stream = read_stream(stream_path)
     classifier = classifier or Classifier(cfg.model.path, num_threads=cfg.model.threads)
-    start = datetime.fromisoformat(stream.start_time.replace("Z", "+00:00"))
+    start = parse_utc(stream.start_time)
     pipeline = Pipeline(cfg.trigger, classifier, stream.fs, [str(c) for c in stream.channels],
                         fixed_clock(start, stream.fs))
     messenger = EventMessenger(cfg.node.site, cfg.node.node, new_boot_id(), classifier.identity)
@@ -40,6 +40,6 @@ def replay(cfg: Config, stream_path: str | Path, events_out: str | Path | None =
     score = None
     if stream.event_onsets is not None:
         score = score_events(stream.event_onsets, stream.event_labels, stream.event_snr_db,
-                             [e["_trigger_sample"] for e in events], [m["label"] for m in messages],
+                             [e.trigger_sample for e in events], [m["label"] for m in messages],
                              stream.fs, n / stream.fs)
     return {"messages": messages, "stats": pipeline.stats, "score": score, "seconds": n / stream.fs}

@@ -65,7 +65,7 @@ def run_selftest(classifier) -> dict:
     t0 = time.perf_counter()
     results = classifier.classify(waves, fs)
     ms = (time.perf_counter() - t0) * 1e3 / len(waves)
-    rows = [{"expected": str(want), "label": r["label"], "confidence": r["confidence"]}
+    rows = [{"expected": str(want), "label": r.label, "confidence": r.confidence}
             for want, r in zip(labels, results, strict=True)]
     return {"windows": rows, "right": sum(r["expected"] == r["label"] for r in rows), "total": len(rows),
             "ms_per_window": round(ms, 3)}

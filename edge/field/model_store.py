@@ -26,7 +26,6 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.errors import UserError
@@ -327,7 +326,9 @@ def _sha_ok(d: Path) -> bool:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    from firmware_bridge.clock import utc_now
+
+    return utc_now()
 
 
 # --------------------------------------------------------------------------- asking the daemon to reload

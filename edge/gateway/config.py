@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from edge.errors import UserError
+from edge.topics import DEFAULT_PREFIX, NodeTopics
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # safe inside an MQTT topic and a file name
 
@@ -25,7 +26,7 @@ class NodeConfig:
 
     site: str = "demo-site"
     node: str = "node-01"
-    prefix: str = "stopewatch/v1"
+    prefix: str = DEFAULT_PREFIX
     state_dir: str = "/var/lib/stopewatch"
 
 
@@ -119,8 +120,9 @@ class Config:
         return Path(self.outbox.path) if self.outbox.path else Path(self.node.state_dir) / "outbox.sqlite"
 
     @property
-    def topic_root(self) -> str:
-        return f"{self.node.prefix}/{self.node.site}/{self.node.node}"
+    def topics(self) -> NodeTopics:
+        """This node's MQTT topics."""
+        return NodeTopics(self.node.prefix, self.node.site, self.node.node)
 
 
 # Allowed values and ranges beyond the type, as (key path -> check, description of what is allowed).

@@ -14,7 +14,6 @@ leaves the old one running).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import queue
@@ -31,11 +30,14 @@ import numpy as np
 from edge.errors import UserError
 from edge.field.sdnotify import Notifier
 from edge.gateway.config import Config, load_config
+from edge.gateway.health import percentile, rss_mb
 from edge.gateway.messages import EventMessenger, new_boot_id
 from edge.gateway.model import Classifier
+from firmware_bridge.clock import utc_now
 
 if TYPE_CHECKING:  # the pipeline (and scipy) is imported after READY
-    from edge.gateway.pipeline import Pipeline
+    from edge.gateway.pipeline import Pipeline, PipelineEvent
+    from firmware_bridge.decoder import Decoder, SampleBlock, StatusReport
 
 log = logging.getLogger("stopewatch")
 CHUNK_QUEUE = 20_000  # byte chunks waiting for the pipeline; beyond this we drop and count (never block the port)
@@ -51,19 +53,6 @@ def package_version() -> str:
 def channel_names(n: int) -> list[str]:
     """Triaxial boards are Z, N, E; a single channel is Z; anything else is numbered."""
     return ["Z", "N", "E"] if n == 3 else ["Z"] if n == 1 else [f"ch{i}" for i in range(n)]
-
-
-def percentile(values, q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 3) if len(values) else None
-
-
-def rss_mb() -> float:
-    """Resident memory of this process (Linux /proc), MB."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return float("nan")
 
 
 class Daemon:
@@ -90,7 +79,8 @@ class Daemon:
                                         self.classifier.identity)
         self.pipeline: Pipeline | None = None
         self.clock = None
-        self.decoder = None
+        self.decoder: Decoder | None = None
+        self.board_status: dict | None = None  # the board's latest status frame, for health
         self.chunks: queue.Queue[bytes] = queue.Queue(maxsize=CHUNK_QUEUE)
         self.dropped_chunks = 0
         self.serial_state = "not connected"
@@ -136,33 +126,39 @@ class Daemon:
 
     def _process(self, data: bytes) -> None:
         """Decode and feed the pipeline, joining contiguous frames into one block (fewer, larger calls)."""
+        from firmware_bridge.decoder import StatusReport, join_contiguous
+
         if not data:
             return
-        run: list = []
+        blocks = []
         for item in self.decoder.feed(data):
-            if not hasattr(item, "data"):  # a status frame
-                continue
-            if run and (item.first_sample != run[-1].end_sample or item.fs != run[0].fs
-                        or item.channels != run[0].channels or item.reset):
-                self._on_block(self._join(run))
-                run = []
-            run.append(item)
-        if run:
-            self._on_block(self._join(run))
+            if isinstance(item, StatusReport):
+                self._on_status(item)
+            else:
+                blocks.append(item)
+        for block in join_contiguous(blocks):
+            self._on_block(block)
 
-    @staticmethod
-    def _join(blocks: list):
-        if len(blocks) == 1:
-            return blocks[0]
-        return dataclasses.replace(blocks[0], data=np.concatenate([b.data for b in blocks], axis=1))
+    def _on_status(self, report: StatusReport) -> None:
+        """Keep the board's latest status for health; log when what it says changes."""
+        status = {"temperature_c": round(report.temperature_c, 1), "supply_v": round(report.supply_v, 2),
+                  "buffer_overruns": report.buffer_overruns, "gain": report.gain.tolist(),
+                  "clipped": report.clipped.tolist()}
+        last = self.board_status
+        if last is None or {k: last[k] for k in ("gain", "buffer_overruns")} != \
+                {k: status[k] for k in ("gain", "buffer_overruns")}:
+            log.info("board status: %.1f degC, %.2f V, gain %s, %d buffer overruns, clipped %s",
+                     report.temperature_c, report.supply_v, status["gain"], report.buffer_overruns,
+                     status["clipped"])
+        self.board_status = status
 
-    def _make_decoder(self):
+    def _make_decoder(self) -> Decoder:
         from firmware_bridge.decoder import FrameDecoder
         from firmware_bridge.textmode import TextDecoder
 
         return TextDecoder(fs=self.cfg.board.text_fs) if self.cfg.board.text_mode else FrameDecoder()
 
-    def _on_block(self, block) -> None:
+    def _on_block(self, block: SampleBlock) -> None:
         from edge.gateway.pipeline import Pipeline
         from firmware_bridge.clock import SampleClock
 
@@ -181,13 +177,12 @@ class Daemon:
         samples = block.data.astype(np.float32) / np.float32(self.cfg.board.counts_per_unit)
         self._emit(self.pipeline.feed(samples, block.first_sample))
 
-    def _emit(self, events: list[dict]) -> None:
+    def _emit(self, events: list[PipelineEvent]) -> None:
         for event in events:
-            t_close = time.monotonic() - event["latency_ms"] / 1000.0
             msg = self.messenger.message(event)
-            self.publisher.submit_event(msg, t_close=t_close)
-            self.publisher.submit_waveform(msg["event_id"], event["_window"], event["window"]["fs"],
-                                           event["window"]["start"], event["window"]["channels"],
+            self.publisher.submit_event(msg, t_close=event.closed_at)
+            w = event.window
+            self.publisher.submit_waveform(msg["event_id"], event.samples, w.fs, w.start, w.channels,
                                            self.cfg.board.units, msg["label"])
             self.events_out += 1
             log.debug("event %s %s %.2f at %s", msg["seq"], msg["label"], msg["confidence"], msg["trigger_time"])
@@ -226,22 +221,21 @@ class Daemon:
 
     def health(self) -> dict:
         """The periodic health message."""
-        from edge.gateway.pipeline import iso_utc
-
         now = time.monotonic()
         cpu = sum(os.times()[:2])
         t_prev, cpu_prev = self._cpu0
         self._cpu0 = (now, cpu)
         stats = self.pipeline.stats if self.pipeline is not None else None
         stream_s = stats.samples_in / self.pipeline.fs if stats else 0.0
-        dec = self.decoder.stats.as_dict() if hasattr(self.decoder, "stats") else {}
+        dec = self.decoder.stats.as_dict() if self.decoder is not None else {}
         return {
-            "ts": iso_utc(datetime.now(UTC)), "boot_id": self.boot_id, "uptime_s": round(now - self.started, 1),
+            "ts": utc_now(), "boot_id": self.boot_id, "uptime_s": round(now - self.started, 1),
             "serial": self.serial_state,
             "samples_in": stats.samples_in if stats else 0,
             "frames_ok": dec.get("sample_frames", 0), "crc_errors": dec.get("crc_errors", 0),
             "gaps": dec.get("sample_gaps", 0), "samples_missed": dec.get("samples_missed", 0),
-            "resyncs": dec.get("resyncs", 0), "dropped_chunks": self.dropped_chunks,
+            "resyncs": dec.get("resyncs", 0), "bad_lines": dec.get("bad_lines", 0),
+            "dropped_chunks": self.dropped_chunks, "board": self.board_status,
             "triggers": stats.triggers if stats else 0, "events": self.events_out,
             "short_triggers": stats.short_triggers if stats else 0,
             "windows_with_gaps": stats.windows_with_gaps if stats else 0,
@@ -249,7 +243,7 @@ class Daemon:
             "evicted": dict(self.publisher.outbox.evictions),
             "inference_ms": {"p50": percentile(list(stats.inference_ms), 50) if stats else None,
                              "p99": percentile(list(stats.inference_ms), 99) if stats else None},
-            # How much faster than real time the pipeline runs on this gateway (headroom, LESSONS.md).
+            # How much faster than real time the pipeline runs on this gateway: the headroom left.
             "realtime_factor": round(stream_s / stats.processing_s, 1) if stats and stats.processing_s else None,
             "input_queue": self.chunks.qsize(),
             "cpu_percent": round(100 * (cpu - cpu_prev) / max(now - t_prev, 1e-6), 1),
@@ -293,7 +287,7 @@ class Daemon:
             if now >= next_watchdog:
                 self.notifier.watchdog()  # only while this loop turns: a hung pipeline gets restarted
                 next_watchdog = now + watchdog  # watchdog_interval() is already half of WatchdogSec
-            if now >= next_health:  # rates, not every event: the journal must not fill up (LESSONS.md)
+            if now >= next_health:  # rates, not every event: the journal must not fill up
                 health = self.health()
                 self.publisher.publish_health(health)
                 log.info("%d events (%d since last), %d triggers, backlog %d, %s x real time, serial %s",

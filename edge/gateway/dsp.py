@@ -3,7 +3,8 @@
 Every class here gives the same output whatever the block sizes the stream is cut
 into (tests check this against whole-array computations and ObsPy), allocates only
 per-block arrays, and does work proportional to the block, so CPU stays flat over
-days of streaming (LESSONS.md: rsudp recomputed STA/LTA over a rolling buffer).
+days of streaming (recomputing STA/LTA over a rolling buffer on every packet makes CPU grow with the
+LTA length).
 Call ``reset()`` after a gap in the stream: filter state from before a gap is wrong.
 
 References: Withers et al. (1998), A comparison of select trigger algorithms for
@@ -12,6 +13,10 @@ Understanding and parameter setting of STA/LTA trigger algorithm, NMSOP-2.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Protocol
 
 import numpy as np
 from scipy import signal
@@ -22,9 +27,14 @@ except ImportError:  # a future scipy moved it: fall back to the public function
     _sosfilt = None
 
 
-def bandpass_sos(fs: float, highpass_hz: float, lowpass_hz: float, order: int = 2) -> np.ndarray:
-    """Butterworth band-pass as second-order sections (the trigger's band; also removes the DC)."""
-    return signal.butter(order, [highpass_hz, min(lowpass_hz, 0.45 * fs)], btype="bandpass", fs=fs, output="sos")
+@lru_cache(maxsize=16)
+def bandpass_sos(fs: float, highpass_hz: float, lowpass_hz: float, order: int) -> np.ndarray:
+    """Butterworth band-pass as second-order sections: the trigger's band and the model's preprocessing.
+
+    Cached: the gateway asks for the same design for every window. Callers keep ``lowpass_hz`` below
+    Nyquist (the trigger clamps its band to the board's rate, preprocessing checks its parameters).
+    """
+    return signal.butter(order, [highpass_hz, lowpass_hz], btype="bandpass", fs=fs, output="sos")
 
 
 class SosFilter:
@@ -90,6 +100,29 @@ def exponential_average(x: np.ndarray, n: int, previous: np.ndarray) -> np.ndarr
     return y
 
 
+@dataclass(frozen=True)
+class StaLtaBlock:
+    """STA, LTA and their ratio for one block, (channels, n) each.
+
+    ``lta`` is a fresh array that :meth:`StaLta.restart_lta` may rewrite from a sample on (a trigger
+    that closes an event continues the LTA from the background it held).
+    """
+
+    sta: np.ndarray
+    lta: np.ndarray
+    ratio: np.ndarray
+
+
+class StaLta(Protocol):
+    """What the trigger needs of an STA/LTA: streamed blocks, a reset after gaps, a held-LTA restart."""
+
+    def __call__(self, x: np.ndarray) -> StaLtaBlock: ...
+
+    def reset(self) -> None: ...
+
+    def restart_lta(self, block: StaLtaBlock, offset: int, lta: np.ndarray) -> None: ...
+
+
 class RecursiveStaLta:
     """Recursive STA/LTA of each channel (as ObsPy's recursive_sta_lta), streamed.
 
@@ -106,33 +139,33 @@ class RecursiveStaLta:
         self._last_lta = np.full(self.channels, 1e-99)  # ObsPy's guard against 0/0
         self._seen = 0
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray) -> StaLtaBlock:
         sq = x * x
-        self._sq = sq
+        self._sq = sq  # the last block's squares, for restart_lta
         if x.shape[-1] == 0:
-            self.sta = self.lta = sq
-            return sq
-        self.sta = exponential_average(sq, self.nsta, self._last_sta)
-        self.lta = exponential_average(sq, self.nlta, self._last_lta)  # kept for a trigger that holds it
-        self._last_sta, self._last_lta = self.sta[:, -1].copy(), self.lta[:, -1].copy()
-        ratio = self.sta / self.lta
+            return StaLtaBlock(sq, sq.copy(), sq.copy())
+        sta = exponential_average(sq, self.nsta, self._last_sta)
+        lta = exponential_average(sq, self.nlta, self._last_lta)
+        self._last_sta, self._last_lta = sta[:, -1].copy(), lta[:, -1].copy()
+        ratio = sta / lta
         warm = self.nlta - self._seen
         if warm > 0:
             ratio[:, :warm] = 0.0
         self._seen += x.shape[-1]
-        return ratio
+        return StaLtaBlock(sta, lta, ratio)
 
-    def restart_lta(self, offset: int, lta: np.ndarray) -> None:
+    def restart_lta(self, block: StaLtaBlock, offset: int, lta: np.ndarray) -> None:
         """Continue the last block's LTA from sample ``offset`` as if it had been ``lta`` just before.
 
         A trigger uses this to forget an event it has just closed: the LTA goes on from the
         background held at the event's start, exactly as if the event had never been averaged in.
+        ``block.lta`` is rewritten from ``offset`` on; the ratio is left to the caller.
         """
         if offset >= self._sq.shape[1]:
             self._last_lta = np.array(lta, dtype=np.float64)
             return
         tail = exponential_average(self._sq[:, offset:], self.nlta, lta)
-        self.lta[:, offset:] = tail
+        block.lta[:, offset:] = tail
         self._last_lta = tail[:, -1].copy()
 
 
@@ -149,23 +182,22 @@ class ClassicStaLta:
     def reset(self) -> None:
         self._hist = np.zeros((self.channels, 0))
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray) -> StaLtaBlock:
         full = np.concatenate([self._hist, x * x], axis=1)
         csum = np.concatenate([np.zeros((self.channels, 1)), np.cumsum(full, axis=1)], axis=1)
         n_hist, n = self._hist.shape[1], x.shape[1]
         end = np.arange(n_hist + 1, n_hist + n + 1)  # csum index just after each new sample
         ratio = np.zeros((self.channels, n))
-        self.sta = (csum[:, end] - csum[:, np.maximum(end - self.nsta, 0)]) / self.nsta
-        self.lta = (csum[:, end] - csum[:, np.maximum(end - self.nlta, 0)]) / self.nlta
+        sta = (csum[:, end] - csum[:, np.maximum(end - self.nsta, 0)]) / self.nsta
+        lta = (csum[:, end] - csum[:, np.maximum(end - self.nlta, 0)]) / self.nlta
         ok = end >= self.nlta
         if ok.any():
-            lta = self.lta[:, ok]
-            ratio[:, ok] = self.sta[:, ok] / np.where(lta > 0, lta, np.inf)
+            ratio[:, ok] = sta[:, ok] / np.where(lta[:, ok] > 0, lta[:, ok], np.inf)
         self._hist = full[:, -(self.nlta - 1):] if self.nlta > 1 else full[:, :0]
-        self._sq = full[:, n_hist:]
-        return ratio
+        self._sq = full[:, n_hist:]  # the last block's squares, for restart_lta
+        return StaLtaBlock(sta, lta, ratio)
 
-    def restart_lta(self, offset: int, lta: np.ndarray) -> None:
+    def restart_lta(self, block: StaLtaBlock, offset: int, lta: np.ndarray) -> None:
         """Continue the last block's LTA from sample ``offset`` as if the squares before it had been ``lta``.
 
         A trigger uses this to forget an event it has just closed (see RecursiveStaLta.restart_lta).
@@ -177,7 +209,7 @@ class ClassicStaLta:
         # are plain means of new squares, as before.
         csum = np.cumsum(tail, axis=1)
         lagged = np.concatenate([np.zeros((self.channels, self.nlta)), csum], axis=1)[:, :tail.shape[1]]
-        self.lta[:, offset:] = (held * lta[:, None] + csum - lagged) / self.nlta
+        block.lta[:, offset:] = (held * lta[:, None] + csum - lagged) / self.nlta
         keep = max(self.nlta - 1, 0)
         recent = tail[:, -keep:] if keep else tail[:, :0]
         fill = np.repeat(lta[:, None], keep - recent.shape[1], axis=1)

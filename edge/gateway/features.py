@@ -1,6 +1,6 @@
 """Interpretable features of an event window (numpy/scipy only).
 
-Two users: the gateway daemon reports :func:`event_features` (SPEC.md event
+Two users: the gateway daemon reports :func:`event_features` (the event message's
 ``features``) with every classification, and the classical baselines of the
 training report use :func:`baseline_vector` (time-domain, spectral band energies,
 dominant and centroid frequency, statistical moments -- the features of the
@@ -21,19 +21,6 @@ BAND_EDGES_HZ: tuple[float, ...] = (0.0, 25.0, 75.0, 150.0, 300.0, 600.0, 1200.0
 def _band_names(fs: float) -> list[str]:
     edges = [e for e in BAND_EDGES_HZ if e < fs / 2] + [fs / 2]
     return [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-
-
-def classic_sta_lta(cf: np.ndarray, nsta: int, nlta: int) -> np.ndarray:
-    """Classic STA/LTA of a characteristic function (as ObsPy's classic_sta_lta), zero before nlta."""
-    csum = np.concatenate([[0.0], np.cumsum(cf, dtype=np.float64)])
-    ratio = np.zeros(len(cf))
-    if len(cf) <= nlta:
-        return ratio
-    idx = np.arange(nlta, len(cf) + 1)
-    sta = (csum[idx] - csum[idx - nsta]) / nsta
-    lta = (csum[idx] - csum[idx - nlta]) / nlta
-    ratio[idx - 1] = sta / np.maximum(lta, 1e-30)
-    return ratio
 
 
 def _energy_duration(power: np.ndarray, fs: float, lo: float = 0.05, hi: float = 0.95) -> tuple[float, int, int]:
@@ -78,12 +65,12 @@ def _moving_average(x: np.ndarray, k: int) -> np.ndarray:
     return (c[np.clip(hi, 0, x.size)] - c[np.clip(hi - k, 0, x.size)]) / k
 
 
-def event_features(window: np.ndarray, fs: float) -> dict:
-    """SPEC.md event ``features`` of one raw window (channels, samples) in physical units.
+def event_features(window: np.ndarray, fs: float, sta_lta_max: float) -> dict:
+    """The event message's ``features`` of one raw window (channels, samples) in physical units.
 
     ``ppv`` peak vector amplitude; ``dominant_hz`` PSD peak; ``duration_s`` 5-95 % duration of the
-    energy above the background; ``snr_db`` loudest 5-95 % part vs the quietest quarter; ``sta_lta_max`` classic
-    STA/LTA (10 ms / 200 ms) of the summed energy; ``energy`` sum of squares / fs;
+    energy above the background; ``snr_db`` loudest 5-95 % part vs the quietest quarter; ``sta_lta_max``
+    the trigger's peak STA/LTA, given by the caller; ``energy`` sum of squares / fs;
     ``band_energy`` fraction of energy per band (Hz); ``clipped`` flat-topped peaks (>= 3 equal
     samples at the extreme).
     """
@@ -101,8 +88,6 @@ def event_features(window: np.ndarray, fs: float) -> dict:
     quiet = np.partition(power, q - 1)[:q].mean()
     loud = power[i0:max(i1, i0 + 1)].mean() if power.size else 0.0
     snr = float(10 * np.log10(max(loud, 1e-30) / max(quiet, 1e-30)))
-    nsta, nlta = max(1, int(0.01 * fs)), max(2, int(0.2 * fs))
-    sta_lta = float(classic_sta_lta(power, nsta, nlta).max()) if power.size > nlta else 0.0
     bands = {}
     names = _band_names(fs)
     edges = [e for e in BAND_EDGES_HZ if e < fs / 2] + [fs / 2 + 1e-9]
@@ -118,7 +103,7 @@ def event_features(window: np.ndarray, fs: float) -> dict:
         "dominant_hz": dominant,
         "duration_s": float(duration),
         "snr_db": snr,
-        "sta_lta_max": sta_lta,
+        "sta_lta_max": float(sta_lta_max),
         "energy": float(power.sum() / fs),
         "band_energy": bands,
         "clipped": bool(runs.any()),

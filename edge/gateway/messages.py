@@ -1,10 +1,22 @@
-"""Event messages (schema ``stopewatch.event/1``): identity, sequence and model added to a pipeline event."""
+"""The messages a node publishes: events (``stopewatch.event/1``) and their waveforms (``stopewatch.waveform/1``).
+
+Field by field in docs/mqtt.md; the JSON Schemas are edge/schemas/*.schema.json.
+"""
 
 from __future__ import annotations
 
+import base64
 import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-SCHEMA = "stopewatch.event/1"
+import numpy as np
+
+if TYPE_CHECKING:
+    from edge.gateway.pipeline import PipelineEvent
+
+EVENT_SCHEMA = "stopewatch.event/1"
+WAVEFORM_SCHEMA = "stopewatch.waveform/1"
 
 
 def new_boot_id() -> str:
@@ -13,7 +25,7 @@ def new_boot_id() -> str:
 
 
 class EventMessenger:
-    """Numbers events of one boot and turns pipeline events into SPEC.md event messages.
+    """Numbers events of one boot and turns pipeline events into event messages.
 
     ``event_id`` is ``{site}.{node}.{boot_id}.{seq}``: unique, and stable across redelivery because
     it is written into the stored message once, before the first attempt to publish it.
@@ -23,18 +35,40 @@ class EventMessenger:
         self.site, self.node, self.boot_id, self.model = site, node, boot_id, dict(model)
         self.seq = 0
 
-    def message(self, event: dict) -> dict:
-        """The message for one pipeline event (its ``_`` keys are left out)."""
+    def message(self, event: PipelineEvent) -> dict:
+        """The ``stopewatch.event/1`` message for one pipeline event."""
         self.seq += 1
-        body = {k: v for k, v in event.items() if not k.startswith("_")}
         return {
-            "schema": SCHEMA,
+            "schema": EVENT_SCHEMA,
             "event_id": f"{self.site}.{self.node}.{self.boot_id}.{self.seq}",
             "site": self.site,
             "node": self.node,
             "boot_id": self.boot_id,
             "seq": self.seq,
-            **body,
+            **event.signal_fields(),
             "model": self.model,
             "historical": False,
         }
+
+
+def waveform_message(event_id: str, data: np.ndarray, fs: float, start: str, channels: Sequence[str],
+                     units: str = "", site: str = "", node: str = "", boot_id: str = "") -> dict:
+    """The ``stopewatch.waveform/1`` message: the event window for central review and relabelling.
+
+    Samples travel as base64 of little-endian float32 in (channels, samples) C order: exact (the
+    pipeline's own float32 values), decodable in one line anywhere
+    (``np.frombuffer(base64.b64decode(m["data"]), "<f4").reshape(len(m["channels"]), m["samples"])``),
+    and only a third larger than raw binary while the message stays self-describing JSON.
+    """
+    arr = np.ascontiguousarray(np.asarray(data, dtype="<f4"))
+    if arr.ndim != 2 or arr.shape[0] != len(channels):
+        raise ValueError(f"waveform must be (channels, samples) with {len(channels)} channels, got {arr.shape}")
+    return {"schema": WAVEFORM_SCHEMA, "event_id": event_id, "site": site, "node": node, "boot_id": boot_id,
+            "start": start, "fs": float(fs), "channels": list(channels), "samples": int(arr.shape[1]),
+            "units": units, "dtype": "float32-le", "encoding": "base64", "data": base64.b64encode(arr).decode()}
+
+
+def decode_waveform(message: dict) -> np.ndarray:
+    """Samples of a ``stopewatch.waveform/1`` message as float32 (channels, samples)."""
+    raw = np.frombuffer(base64.b64decode(message["data"]), dtype="<f4")
+    return raw.reshape(len(message["channels"]), int(message["samples"])).astype(np.float32)

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,20 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
+@dataclass(frozen=True)
+class Classification:
+    """The classifier's answer for one window: the event message's classification fields."""
+
+    label: str  # a class of the model, or ``unknown`` below the card's threshold
+    confidence: float  # calibrated probability of the most likely class
+    probabilities: dict[str, float]  # every class, calibrated
+    entropy: float  # normalised entropy of the probabilities (0 = certain, 1 = uniform)
+
+    def as_fields(self) -> dict:
+        """The message fields (``label``, ``confidence``, ``probabilities``, ``entropy``)."""
+        return asdict(self)
+
+
 class Classifier:
     """A shipped model: preprocess raw windows, run the TFLite interpreter, calibrate, decide ``unknown``.
 
@@ -248,24 +263,29 @@ class Classifier:
         """Calibrated class probabilities (n, classes) of raw windows."""
         return softmax(self.logits_prepared(self.prepare(waveforms, fs)), self.temperature)
 
-    def decide(self, probs: np.ndarray) -> list[dict]:
-        """SPEC.md classification fields for each probability row: label (or unknown), confidence, ..."""
+    def decide(self, probs: np.ndarray) -> list[Classification]:
+        """The classification of each probability row: label (or unknown), confidence, probabilities, entropy."""
         ent = normalised_entropy(probs)
         out = []
         for p, h in zip(probs, ent, strict=True):
             k = int(np.argmax(p))
             conf = float(p[k])
-            out.append({
-                "label": self.classes[k] if conf >= self.threshold else UNKNOWN,
-                "confidence": round(conf, 6),
-                "probabilities": {c: round(float(v), 6) for c, v in zip(self.classes, p, strict=True)},
-                "entropy": round(float(h), 6),
-            })
+            out.append(Classification(
+                label=self.classes[k] if conf >= self.threshold else UNKNOWN,
+                confidence=round(conf, 6),
+                probabilities={c: round(float(v), 6) for c, v in zip(self.classes, p, strict=True)},
+                entropy=round(float(h), 6),
+            ))
         return out
 
-    def classify(self, waveforms: np.ndarray, fs: float) -> list[dict]:
-        """Classify raw windows (n, channels, samples) at ``fs``; one SPEC.md field dict per window."""
+    def classify(self, waveforms: np.ndarray, fs: float) -> list[Classification]:
+        """Classify raw windows (n, channels, samples) at ``fs``; one :class:`Classification` per window."""
         return self.decide(self.probabilities(waveforms, fs))
+
+    @property
+    def fs(self) -> float:
+        """The model's sampling rate (windows at other rates are resampled to it)."""
+        return self.params.fs
 
     @property
     def identity(self) -> dict:

@@ -1,11 +1,11 @@
 """Publishing to the surface broker: retained status, durable QoS 1 events, optional waveforms, health.
 
-Topics under ``{prefix}/{site}/{node}`` (SPEC.md):
+Topics (built by :class:`edge.topics.NodeTopics`; every field in docs/mqtt.md):
 
 - ``status``   retained JSON ``{state, ts, boot_id, version, model}``; ``online`` on every (re)connect, the
   broker's will says ``offline``, a clean :meth:`Publisher.stop` says ``stopped``.
 - ``event``    QoS 1, ``stopewatch.event/1`` (edge/schemas/event.schema.json).
-- ``waveform`` QoS 1, ``stopewatch.waveform/1`` (see :func:`waveform_message`), only when
+- ``waveform`` QoS 1, ``stopewatch.waveform/1`` (see :func:`edge.gateway.messages.waveform_message`), only when
   ``mqtt.publish_waveforms`` is true.
 - ``health``   QoS 0, not retained, not queued: a stale health message has no value.
 
@@ -24,7 +24,6 @@ exponential back-off, logging one line per state change (not per message or per 
 
 from __future__ import annotations
 
-import base64
 import collections
 import contextlib
 import json
@@ -35,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -43,50 +41,57 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge.gateway.config import Config, password
+from edge.gateway.health import percentile
+from edge.gateway.messages import waveform_message
 from edge.gateway.outbox import Outbox
+from firmware_bridge.clock import utc_now
 
 log = logging.getLogger(__name__)
 
-EVENT_SCHEMA = "stopewatch.event/1"
-WAVEFORM_SCHEMA = "stopewatch.waveform/1"
 INFLIGHT_WINDOW = 16  # unacknowledged QoS 1 publishes at once; below Mosquitto's default receive-maximum (20)
 _LATENCY_SAMPLES = 10_000
-
-
-def utc_now() -> str:
-    """ISO-8601 UTC with microseconds and a 'Z', the time format of every message."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
-def waveform_message(event_id: str, data: np.ndarray, fs: float, start: str, channels: Sequence[str],
-                     units: str = "", site: str = "", node: str = "", boot_id: str = "") -> dict:
-    """The ``stopewatch.waveform/1`` message: the event window for central review and relabelling.
+@dataclass(frozen=True)
+class _Connected:
+    """A session came up (paho thread -> sender thread)."""
 
-    Samples travel as base64 of little-endian float32 in (channels, samples) C order: exact (the
-    pipeline's own float32 values), decodable in one line anywhere
-    (``np.frombuffer(base64.b64decode(m["data"]), "<f4").reshape(len(m["channels"]), m["samples"])``),
-    and only a third larger than raw binary while the message stays self-describing JSON.
-    """
-    arr = np.ascontiguousarray(np.asarray(data, dtype="<f4"))
-    if arr.ndim != 2 or arr.shape[0] != len(channels):
-        raise ValueError(f"waveform must be (channels, samples) with {len(channels)} channels, got {arr.shape}")
-    return {"schema": WAVEFORM_SCHEMA, "event_id": event_id, "site": site, "node": node, "boot_id": boot_id,
-            "start": start, "fs": float(fs), "channels": list(channels), "samples": int(arr.shape[1]),
-            "units": units, "dtype": "float32-le", "encoding": "base64", "data": base64.b64encode(arr).decode()}
+    session: int
 
 
-def decode_waveform(message: dict) -> np.ndarray:
-    """Samples of a ``stopewatch.waveform/1`` message as float32 (channels, samples)."""
-    raw = np.frombuffer(base64.b64decode(message["data"]), dtype="<f4")
-    return raw.reshape(len(message["channels"]), int(message["samples"])).astype(np.float32)
+@dataclass(frozen=True)
+class _Disconnected:
+    """The connection dropped."""
 
 
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else None
+@dataclass(frozen=True)
+class _Ack:
+    """The broker's PUBACK for packet ``mid``, received at ``at`` (time.monotonic())."""
+
+    mid: int
+    at: float
+    failed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Wake:
+    """Something new to send (or stop was asked)."""
+
+
+_SenderItem = _Connected | _Disconnected | _Ack | _Wake
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A published outbox row waiting for its PUBACK."""
+
+    row_id: int
+    historical: bool
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,7 @@ class Publisher:
         self.cfg = cfg
         self.boot_id = boot_id
         self.version = version
-        self.root = cfg.topic_root
+        self.topics = cfg.topics
         self._model = dict(model)
         self.outbox = outbox if outbox is not None else Outbox(cfg.outbox_path, cfg.outbox.max_events)
         self.window = max(1, int(window))
@@ -124,7 +129,7 @@ class Publisher:
         # Rows up to this id were queued before the current connection came up (by an earlier run, or
         # while the broker was down, or unnoticed-down): they are historical whatever happens now.
         self._live_after_id = self.outbox.last_id()
-        self._events: queue.Queue[tuple] = queue.Queue()
+        self._events: queue.Queue[_SenderItem] = queue.Queue()
         self._state_lock = threading.Lock()  # orders publishes against session changes (see _sender)
         self._submit_lock = threading.Lock()
         self._submitted: collections.OrderedDict[int, tuple[float, str]] = collections.OrderedDict()
@@ -153,9 +158,9 @@ class Publisher:
     @model.setter
     def model(self, model: dict) -> None:
         self._model = dict(model)
-        self.client.will_set(f"{self.root}/status", self._status("offline"), qos=1, retain=True)  # next session
+        self.client.will_set(self.topics.status, self._status("offline"), qos=1, retain=True)  # next session
         if self._connected and not self._stopping.is_set():
-            self.client.publish(f"{self.root}/status", self._status("online"), qos=1, retain=True)
+            self.client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
 
     def _status(self, state: str) -> bytes:
         return _dumps({"state": state, "ts": utc_now(), "boot_id": self.boot_id, "version": self.version,
@@ -173,7 +178,7 @@ class Publisher:
         if m.tls:
             client.tls_set(ca_certs=m.ca_file, certfile=m.cert_file or None, keyfile=m.key_file or None,
                            cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.will_set(f"{self.root}/status", self._status("offline"), qos=1, retain=True)
+        client.will_set(self.topics.status, self._status("offline"), qos=1, retain=True)
         client.max_inflight_messages_set(self.window + 4)  # + status messages; paho must never queue ours
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
@@ -208,8 +213,8 @@ class Publisher:
             self._live_after_id = self.outbox.last_id()
             self._session += 1
             self._connected = True
-            client.publish(f"{self.root}/status", self._status("online"), qos=1, retain=True)
-            self._events.put(("connected", self._session))
+            client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+            self._events.put(_Connected(self._session))
         self.counters["connects"] += 1
         if self._ever_connected:
             self.counters["reconnects"] += 1
@@ -232,17 +237,17 @@ class Publisher:
         # No state lock here: paho may hold its message mutex while calling this (see _sender).
         was = self._connected
         self._connected = False
-        self._events.put(("disconnected",))
+        self._events.put(_Disconnected())
         if was:
             self._down_since = time.monotonic()
             if not self._stopping.is_set():
                 log.warning("MQTT: connection lost (%s); events queue on disk, reconnecting", reason_code)
                 # The will's ts is when it was set: refresh it for the next session.
-                client.will_set(f"{self.root}/status", self._status("offline"), qos=1, retain=True)
+                client.will_set(self.topics.status, self._status("offline"), qos=1, retain=True)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         # Runs with paho's message mutex held: only hand the PUBACK over to the sender thread.
-        self._events.put(("ack", mid, time.monotonic(), reason_code.is_failure, str(reason_code)))
+        self._events.put(_Ack(mid, time.monotonic(), reason_code.is_failure, str(reason_code)))
 
     # ----------------------------------------------------------------- submitting (pipeline thread)
     def submit_event(self, msg: dict, t_close: float | None = None) -> int:
@@ -255,18 +260,18 @@ class Publisher:
         historical = bool(msg.get("historical", False)) or not self._connected
         body = dict(msg, historical=historical)
         with self._submit_lock:
-            row_id = self.outbox.put(f"{self.root}/event", _dumps(body), qos=1, kind="event",
+            row_id = self.outbox.put(self.topics.event, _dumps(body), qos=1, kind="event",
                                      label=str(msg.get("label", "")), historical=historical)
             self._submitted[row_id] = (t0, str(msg.get("event_id", "")))
             while len(self._submitted) > _LATENCY_SAMPLES:
                 self._submitted.popitem(last=False)
         self.counters["submitted"] += 1
-        self._events.put(("wake",))
+        self._events.put(_Wake())
         return row_id
 
     def submit_waveform(self, event_id: str, data: np.ndarray, fs: float, start: str, channels: Sequence[str],
                         units: str = "", label: str = "") -> int | None:
-        """Queue the event's window on ``{root}/waveform`` when mqtt.publish_waveforms is on (else None).
+        """Queue the event's window on the waveform topic when mqtt.publish_waveforms is on (else None).
 
         Waveforms share the outbox (durable, in order after their event) and its bound; ``label`` is the
         event's class, so noise waveforms are evicted first.
@@ -275,16 +280,16 @@ class Publisher:
             return None
         body = waveform_message(event_id, data, fs, start, channels, units, self.cfg.node.site,
                                 self.cfg.node.node, self.boot_id)
-        row_id = self.outbox.put(f"{self.root}/waveform", _dumps(body), qos=1, kind="waveform", label=label)
+        row_id = self.outbox.put(self.topics.waveform, _dumps(body), qos=1, kind="waveform", label=label)
         self.counters["waveforms"] += 1
-        self._events.put(("wake",))
+        self._events.put(_Wake())
         return row_id
 
     def publish_health(self, health: dict) -> bool:
         """Send one health message now (QoS 0, not retained, not queued); False when offline."""
         if not self._connected:
             return False
-        info = self.client.publish(f"{self.root}/health", _dumps(health), qos=0, retain=False)
+        info = self.client.publish(self.topics.health, _dumps(health), qos=0, retain=False)
         ok = info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
         self.counters["health_sent"] += ok
         return ok
@@ -293,7 +298,7 @@ class Publisher:
     def _sender(self) -> None:
         session = 0  # the connection this thread last saw established
         live = False
-        inflight: dict[int, tuple[int, bool]] = {}  # mid -> (row id, sent as historical)
+        inflight: dict[int, _InFlight] = {}  # by paho's packet id
         cursor = 0  # highest row id handed to the client in this session
         while True:
             try:
@@ -305,21 +310,21 @@ class Publisher:
                     batch.append(self._events.get_nowait())
                 except queue.Empty:
                     break
-            acked: list[tuple[int, bool, float]] = []
+            acked: list[tuple[_InFlight, float]] = []
             for ev in batch:
-                if ev[0] == "ack":
-                    entry = inflight.pop(ev[1], None)
+                if isinstance(ev, _Ack):
+                    entry = inflight.pop(ev.mid, None)
                     if entry is None:
                         continue  # status or health message, or a packet of a dropped session
-                    if ev[3]:
+                    if ev.failed:
                         self.counters["rejected"] += 1
                         log.error("MQTT: broker rejected outbox row %d (%s); dropped (check the broker's ACL)",
-                                  entry[0], ev[4])
-                    acked.append((entry[0], entry[1], ev[2]))
-                elif ev[0] == "connected":
-                    session, live, cursor = ev[1], True, 0
+                                  entry.row_id, ev.reason)
+                    acked.append((entry, ev.at))
+                elif isinstance(ev, _Connected):
+                    session, live, cursor = ev.session, True, 0
                     inflight.clear()
-                elif ev[0] == "disconnected":
+                elif isinstance(ev, _Disconnected):
                     live = False
             if acked:
                 self._acknowledge(acked)
@@ -329,7 +334,7 @@ class Publisher:
             if live and len(inflight) < self.window:
                 cursor, live = self._send_more(session, inflight, cursor)
 
-    def _send_more(self, session: int, inflight: dict[int, tuple[int, bool]], cursor: int) -> tuple[int, bool]:
+    def _send_more(self, session: int, inflight: dict[int, _InFlight], cursor: int) -> tuple[int, bool]:
         rows = self.outbox.pending(self.window - len(inflight), after_id=cursor)
         sent = []
         live = True
@@ -350,7 +355,7 @@ class Publisher:
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 live = False  # connection just dropped; paho's copy is discarded on reconnect
                 break
-            inflight[info.mid] = (row.id, historical)
+            inflight[info.mid] = _InFlight(row.id, historical)
             cursor = row.id
             sent.append(row.id)
         if sent:
@@ -358,17 +363,17 @@ class Publisher:
             self.counters["published"] += len(sent)
         return cursor, live
 
-    def _acknowledge(self, acked: list[tuple[int, bool, float]]) -> None:
-        self.outbox.ack([row_id for row_id, _, _ in acked])
+    def _acknowledge(self, acked: list[tuple[_InFlight, float]]) -> None:
+        self.outbox.ack([entry.row_id for entry, _ in acked])
         self.counters["acked"] += len(acked)
-        for row_id, historical, t_ack in acked:
+        for entry, t_ack in acked:
             with self._submit_lock:
-                t0, event_id = self._submitted.pop(row_id, (None, ""))
-            if t0 is not None and not historical:
+                t0, event_id = self._submitted.pop(entry.row_id, (None, ""))
+            if t0 is not None and not entry.historical:
                 self.latencies_ms.append((t_ack - t0) * 1e3)
             if self.on_ack is not None:
                 try:
-                    self.on_ack(Delivery(row_id, event_id, historical, t0, t_ack))
+                    self.on_ack(Delivery(entry.row_id, event_id, entry.historical, t0, t_ack))
                 except Exception:  # a faulty hook must not stop delivery
                     log.exception("MQTT: on_ack hook failed")
         with self._drained:
@@ -395,7 +400,7 @@ class Publisher:
         lat = list(self.latencies_ms)
         return {"connected": self._connected, **self.counters, "backlog": self.outbox.depth(),
                 "evictions": dict(self.outbox.evictions),
-                "publish_latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99), "n": len(lat)}}
+                "publish_latency_ms": {"p50": percentile(lat, 50), "p99": percentile(lat, 99), "n": len(lat)}}
 
     def status_line(self) -> str:
         """One line for sd_notify STATUS / logs, saying plainly whether the broker is reachable."""
@@ -416,12 +421,12 @@ class Publisher:
         self._stopped = True
         self._stop_deadline = time.monotonic() + timeout
         self._stopping.set()
-        self._events.put(("wake",))
+        self._events.put(_Wake())
         if self._thread is not None:
             self._thread.join(timeout + 2.0)
         left = self.outbox.depth()
         if self._connected:
-            info = self.client.publish(f"{self.root}/status", self._status("stopped"), qos=1, retain=True)
+            info = self.client.publish(self.topics.status, self._status("stopped"), qos=1, retain=True)
             with contextlib.suppress(RuntimeError):  # connection dropped just now: the will (offline) stands
                 info.wait_for_publish(timeout=5.0)
         self.client.disconnect()

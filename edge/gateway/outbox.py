@@ -12,7 +12,8 @@ deleted), so "oldest first" is id order and a backlog replays in the order the e
 Bound and eviction rule: the outbox holds at most ``max_events`` rows (events and, if enabled, waveforms).
 When it is full, :meth:`Outbox.put` makes room before inserting, choosing the victim in this order:
 
-1. the oldest row labelled ``noise`` (background: least value to the central server);
+1. the oldest row whose label is in ``evict_first`` (default :data:`edge.vocabulary.EVICT_FIRST`, i.e.
+   ``noise``: background is of least value to the central server);
 2. otherwise the oldest waveform row (the classification message is worth more than its samples);
 3. otherwise the oldest row of any class.
 
@@ -29,10 +30,12 @@ import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import UserError
+from edge.vocabulary import EVICT_FIRST
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -71,11 +74,13 @@ class Row:
 class Outbox:
     """A bounded, durable FIFO of MQTT messages (see the module docstring for the eviction rule)."""
 
-    def __init__(self, path: str | Path, max_events: int = 100_000) -> None:
+    def __init__(self, path: str | Path, max_events: int = 100_000,
+                 evict_first: Sequence[str] = EVICT_FIRST) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be positive, got {max_events}")
         self.path = Path(path)
         self.max_events = int(max_events)
+        self.evict_first = tuple(evict_first)
         self.evictions: dict[str, int] = {}
         self._lock = threading.Lock()
         try:
@@ -142,9 +147,11 @@ class Outbox:
         """The next row to evict under the documented rule (caller holds the lock and a transaction)."""
         skip = tuple(row_id for row_id, _ in exclude) or (-1,)
         marks = ",".join("?" * len(skip))
-        for where in ("label = 'noise'", "kind = 'waveform'", "1"):
+        labels = self.evict_first or ("",)  # "" never matches a label when no class goes first
+        rules = [(f"label IN ({','.join('?' * len(labels))})", labels), ("kind = 'waveform'", ()), ("1", ())]
+        for where, args in rules:
             row = self._db.execute(f"SELECT id, label FROM outbox WHERE {where} AND id NOT IN ({marks}) "
-                                   "ORDER BY id LIMIT 1", skip).fetchone()
+                                   "ORDER BY id LIMIT 1", (*args, *skip)).fetchone()
             if row is not None:
                 return int(row[0]), str(row[1])
         return None
@@ -189,12 +196,6 @@ class Outbox:
         with self._lock:
             row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
         return int(row[0]) if row else 0
-
-    def depth_by_label(self) -> dict[str, int]:
-        """Queued rows per label (for health and the doctor)."""
-        with self._lock:
-            return {str(label): int(n) for label, n in
-                    self._db.execute("SELECT label, COUNT(*) FROM outbox GROUP BY label").fetchall()}
 
     def close(self) -> None:
         """Checkpoint the WAL and close the file."""

@@ -17,17 +17,63 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import numpy as np
 
 from edge.gateway.config import TriggerConfig
-from edge.gateway.dsp import ClassicStaLta, Despike, RecursiveStaLta, SosFilter, bandpass_sos
+from edge.gateway.dsp import ClassicStaLta, Despike, RecursiveStaLta, SosFilter, StaLta, bandpass_sos
 from edge.gateway.features import event_features
+from edge.gateway.model import Classification
+from firmware_bridge.clock import iso_utc
+
+TRIGGER_ORDER = 2  # Butterworth order of the trigger's band-pass
+NYQUIST_MARGIN = 0.45  # the trigger's band stops at 0.45 fs whatever the config says (a 1 kHz board, say)
 
 
-def iso_utc(t: datetime) -> str:
-    """ISO-8601 UTC with microseconds and a Z, as in every message."""
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+class WindowClassifier(Protocol):
+    """What the pipeline needs of a classifier (edge.gateway.model.Classifier; a fake one in tests)."""
+
+    @property
+    def samples(self) -> int: ...  # window length at the model's rate
+
+    @property
+    def fs(self) -> float: ...  # the model's rate
+
+    def classify(self, waveforms: np.ndarray, fs: float) -> list[Classification]: ...
+
+
+@dataclass(frozen=True)
+class WindowInfo:
+    """The event message's ``window``: where the classified window starts, its rate, length and channels."""
+
+    start: str  # ISO-8601 UTC of the first sample
+    fs: float  # the board's rate
+    samples: int
+    channels: tuple[str, ...]
+
+    def as_fields(self) -> dict:
+        return {"start": self.start, "fs": self.fs, "samples": self.samples, "channels": list(self.channels)}
+
+
+@dataclass(frozen=True, eq=False)
+class PipelineEvent:
+    """One classified event as the pipeline emits it: what the message carries, and what the daemon needs."""
+
+    trigger_sample: int  # absolute sample index of the trigger
+    trigger_time: str  # ISO-8601 UTC of that sample
+    window: WindowInfo
+    classification: Classification
+    features: dict  # the message's ``features`` (units in docs/mqtt.md)
+    samples: np.ndarray  # the raw window (channels, samples) at the board's rate, physical units
+    missing_samples: int  # samples of the window that never arrived (zero-filled)
+    closed_at: float  # time.monotonic() when the pipeline started the block that completed the window
+    latency_ms: float  # from closed_at until the event was classified and described
+
+    def signal_fields(self) -> dict:
+        """The event message's signal fields (identity, sequence and model are the messenger's)."""
+        return {"trigger_time": self.trigger_time, "window": self.window.as_fields(),
+                **self.classification.as_fields(), "features": self.features, "latency_ms": self.latency_ms}
 
 
 def fixed_clock(start: datetime, fs: float) -> Callable[[int], datetime]:
@@ -73,8 +119,10 @@ class Detector:
         self.cfg, self.fs = cfg, fs
         nsta, nlta = max(1, round(cfg.sta_s * fs)), max(2, round(cfg.lta_s * fs))
         self._despike = Despike(channels)
-        self._band = SosFilter(bandpass_sos(fs, cfg.highpass_hz, cfg.lowpass_hz), channels)
-        self._stalta = (RecursiveStaLta if cfg.method == "recursive" else ClassicStaLta)(nsta, nlta, channels)
+        band = bandpass_sos(fs, cfg.highpass_hz, min(cfg.lowpass_hz, NYQUIST_MARGIN * fs), TRIGGER_ORDER)
+        self._band = SosFilter(band, channels)
+        kind = RecursiveStaLta if cfg.method == "recursive" else ClassicStaLta
+        self._stalta: StaLta = kind(nsta, nlta, channels)
         self._background: np.ndarray | None = None  # held LTA while an event is on
 
     @property
@@ -92,9 +140,12 @@ class Detector:
         self._background = None
 
     def __call__(self, block: np.ndarray) -> tuple[list[int], list[int], np.ndarray]:
-        """(on offsets, off offsets, per-sample max STA/LTA over channels) of one block."""
-        stalta = self._stalta
-        ratio = stalta(self._band(self._despike(block.astype(np.float64, copy=False))))
+        """(on offsets, off offsets, per-sample max STA/LTA over channels) of one block.
+
+        While an event is on, the ratio reported is the STA over the held background.
+        """
+        sl = self._stalta(self._band(self._despike(block.astype(np.float64, copy=False))))
+        ratio = sl.ratio
         k = self.cfg.coincidence
         ons: list[int] = []
         offs: list[int] = []
@@ -106,16 +157,17 @@ class Detector:
                     break
                 at += int(hits[0])
                 ons.append(at)
-                self._background = np.maximum(stalta.lta[:, max(at - 1, 0)], 1e-300)
+                self._background = np.maximum(sl.lta[:, max(at - 1, 0)], 1e-300)
             else:
-                held = ratio[:, at:] = stalta.sta[:, at:] / self._background[:, None]
+                held = sl.sta[:, at:] / self._background[:, None]
+                ratio[:, at:] = held
                 ends = np.flatnonzero((held > self.cfg.off).sum(axis=0) < k)
                 if not ends.size:
                     break
                 at += int(ends[0])
                 offs.append(at)
-                stalta.restart_lta(at, self._background)  # the event never becomes background
-                ratio[:, at:] = stalta.sta[:, at:] / stalta.lta[:, at:]
+                self._stalta.restart_lta(sl, at, self._background)  # the event never becomes background
+                ratio[:, at:] = sl.sta[:, at:] / sl.lta[:, at:]
                 self._background = None
         return ons, offs, ratio.max(axis=0)
 
@@ -127,8 +179,21 @@ class Detection:
     on: int
     window_start: int
     window_stop: int
-    peak_ratio: float = 0.0
+    peak_ratio: float = 0.0  # the trigger's highest STA/LTA while the event was on, within its window
     off: int | None = None
+    counted_to: int = -1  # samples before this one are folded into peak_ratio
+
+    def observe(self, ratio: np.ndarray, block_start: int, until: int) -> None:
+        """Fold the trigger's ratio of one block (from ``block_start``) into ``peak_ratio`` up to ``until``.
+
+        Only the window's span counts: the event is classified when its window is complete, whatever the
+        trigger does later, so the peak must not depend on how far the stream had got by then.
+        """
+        a = max(self.counted_to, self.on, block_start) - block_start
+        b = min(until, self.window_stop) - block_start
+        if b > a:
+            self.peak_ratio = max(self.peak_ratio, float(ratio[a:b].max()))
+        self.counted_to = max(self.counted_to, until)
 
     def rearm_at(self, refractory: int) -> float:
         """First sample at which a new trigger makes a new event."""
@@ -151,19 +216,18 @@ class PipelineStats:
 
 
 class Pipeline:
-    """Turns a sample stream into classified events (dicts of the event message's signal fields).
+    """Turns a sample stream into classified events (:class:`PipelineEvent`).
 
-    ``classifier`` needs ``classify(windows, fs)``, ``samples`` and ``params.fs`` (edge.gateway.model.Classifier).
     ``clock`` maps an absolute sample index to UTC.
     """
 
-    def __init__(self, cfg: TriggerConfig, classifier, fs: float, channel_names: list[str],
+    def __init__(self, cfg: TriggerConfig, classifier: WindowClassifier, fs: float, channel_names: list[str],
                  clock: Callable[[int], datetime]):
         self.cfg, self.classifier, self.fs, self.clock = cfg, classifier, fs, clock
         self.channel_names = list(channel_names)
         channels = len(channel_names)
-        self.window_len = round(classifier.samples / classifier.params.fs * fs)
-        self.margin = 0 if abs(fs - classifier.params.fs) < 1e-9 else round(0.02 * fs)  # resampling edges
+        self.window_len = round(classifier.samples / classifier.fs * fs)
+        self.margin = 0 if abs(fs - classifier.fs) < 1e-9 else round(0.02 * fs)  # resampling edges
         self.pre = round(cfg.pre_s * fs)
         self.refractory = round(cfg.refractory_s * fs)
         self.min_len, self.max_len = round(cfg.min_duration_s * fs), round(cfg.max_duration_s * fs)
@@ -182,7 +246,7 @@ class Pipeline:
         self.stats.gaps += 1
         self.position = resume_at
 
-    def feed(self, block: np.ndarray, start: int) -> list[dict]:
+    def feed(self, block: np.ndarray, start: int) -> list[PipelineEvent]:
         """Process samples ``start..start+n`` (channels, n) in physical units; return finished events."""
         t0 = time.perf_counter()
         if self.position is not None and start != self.position:
@@ -190,13 +254,15 @@ class Pipeline:
         n = block.shape[1]
         self.ring.write(block, start)
         ons, offs, ratio = self.detector(block)
-        for offset, kind in sorted([(i, "on") for i in ons] + [(i, "off") for i in offs]):
-            self._edge(start + offset, kind)
+        # In sample order; at the same sample an event's end comes before the next one's start.
+        for offset, is_on in sorted([(i, False) for i in offs] + [(i, True) for i in ons]):
+            if is_on:
+                self._trigger_on(start + offset)
+            else:
+                self._trigger_off(start + offset, ratio, start)
         cur = self.current
         if cur is not None and cur.off is None:
-            seg = ratio[max(cur.on - start, 0):]
-            if seg.size:
-                cur.peak_ratio = max(cur.peak_ratio, float(seg.max()))
+            cur.observe(ratio, start, start + n)
             if start + n - cur.on >= self.max_len:  # e.g. hours of drilling: close, re-arm on a new onset
                 cur.off = start + n
                 self.detector.release()
@@ -208,28 +274,31 @@ class Pipeline:
         self.stats.processing_s += time.perf_counter() - t0
         return events
 
-    def flush(self) -> list[dict]:
+    def flush(self) -> list[PipelineEvent]:
         """Finish the windows still open at the end of a record (zero-filled past its end)."""
         t0 = time.perf_counter()
         done, self.pending = self.pending, []
         return [e for e in (self._finish(d, t0) for d in done) if e is not None]
 
-    def _edge(self, at: int, kind: str) -> None:
+    def _trigger_off(self, at: int, ratio: np.ndarray, block_start: int) -> None:
         cur = self.current
-        if kind == "off":
-            if cur is not None and cur.off is None:
-                cur.off = at
-            return
+        if cur is not None and cur.off is None:
+            cur.observe(ratio, block_start, at)
+            cur.off = at
+
+    def _trigger_on(self, at: int) -> None:
+        cur = self.current
         self.stats.triggers += 1
         if cur is not None and at < cur.rearm_at(self.refractory):
             self.stats.merged_triggers += 1  # part of the same event (blast delays, coda re-triggers)
             cur.off = None
+            cur.counted_to = at  # the peak is over the trigger's on-time; the pause before this is not counted
             return
         start = at - self.pre
         self.current = Detection(on=at, window_start=start, window_stop=start + self.window_len)
         self.pending.append(self.current)
 
-    def _finish(self, det: Detection, t0: float) -> dict | None:
+    def _finish(self, det: Detection, t0: float) -> PipelineEvent | None:
         if det.off is not None and det.off - det.on < self.min_len:
             self.stats.short_triggers += 1
             return None
@@ -240,18 +309,19 @@ class Pipeline:
         result = self.classifier.classify(raw[None], self.fs)[0]
         self.stats.inference_ms.append(1000 * (time.perf_counter() - t_inf))
         window = raw[:, self.margin:raw.shape[1] - self.margin]
-        features = event_features(window, self.fs)
-        features["sta_lta_max"] = round(det.peak_ratio, 3)  # the trigger's own peak, not a recomputation
+        # The trigger's own peak, not a recomputation over the window.
+        features = event_features(window, self.fs, sta_lta_max=round(det.peak_ratio, 3))
         self.stats.events += 1
-        # Keys starting with "_" are for the daemon (waveform publishing, scoring), not for the message.
-        return {
-            "trigger_time": iso_utc(self.clock(det.on)),
-            "window": {"start": iso_utc(self.clock(det.window_start)), "fs": self.fs,
-                       "samples": self.window_len, "channels": self.channel_names},
-            **result,
-            "features": features,
-            "latency_ms": round(1000 * (time.perf_counter() - t0), 3),
-            "_trigger_sample": det.on,
-            "_missing_samples": missing,
-            "_window": window,
-        }
+        latency_s = time.perf_counter() - t0
+        return PipelineEvent(
+            trigger_sample=det.on,
+            trigger_time=iso_utc(self.clock(det.on)),
+            window=WindowInfo(iso_utc(self.clock(det.window_start)), self.fs, self.window_len,
+                              tuple(self.channel_names)),
+            classification=result,
+            features=features,
+            samples=window,
+            missing_samples=missing,
+            closed_at=time.monotonic() - latency_s,
+            latency_ms=round(1000 * latency_s, 3),
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from firmware_bridge.decoder import FrameDecoder, SampleBlock, StatusReport, concat_blocks
+from firmware_bridge.decoder import FrameDecoder, SampleBlock, StatusReport, join_contiguous
 from firmware_bridge.protocol import (
     HEADER_SIZE,
     MAX_FRAME,
@@ -176,12 +176,13 @@ def test_header_is_forty_bytes():
     assert HEADER_SIZE == 40
 
 
-def test_concat_blocks():
+def test_join_contiguous_merges_runs_and_keeps_breaks():
     out, _ = decode_all(b"".join(_frames(3)))
-    first, data = concat_blocks(out)
-    assert first == 0 and data.shape == (2, 30)
-    with pytest.raises(ValueError, match="contiguous"):
-        concat_blocks([out[0], out[2]])
+    (whole,) = join_contiguous(out)
+    assert whole.first_sample == 0 and whole.data.shape == (2, 30) and whole.seq == out[0].seq
+    np.testing.assert_array_equal(whole.data, np.concatenate([b.data for b in out], axis=1))
+    parts = join_contiguous([out[0], out[2]])
+    assert [p.first_sample for p in parts] == [out[0].first_sample, out[2].first_sample]
 
 
 # --------------------------------------------------------------------------- text mode
@@ -193,8 +194,9 @@ def test_text_mode_round_trip_in_odd_chunks():
     for k in range(0, len(data), 13):
         blocks += dec.feed(data[k:k + 13])
     blocks += dec.flush()
-    _, y = concat_blocks(blocks)
-    assert np.array_equal(y, x) and dec.bad_lines == 0 and dec.channels == 3
+    (joined,) = join_contiguous(blocks)
+    y = joined.data
+    assert np.array_equal(y, x) and dec.stats.bad_lines == 0 and dec.channels == 3
 
 
 def test_text_mode_bad_lines_cost_one_sample_each():
@@ -203,14 +205,14 @@ def test_text_mode_bad_lines_cost_one_sample_each():
     blocks += dec.flush()
     assert [b.first_sample for b in blocks] == [0, 4, 6]
     assert [b.gap_before for b in blocks] == [0, 2, 0]
-    assert concat_blocks(blocks[1:])[1].tolist() == [[7, 9, 11], [8, 10, 12]]
-    assert dec.bad_lines == 2
+    assert join_contiguous(blocks[1:])[0].data.tolist() == [[7, 9, 11], [8, 10, 12]]
+    assert dec.stats.bad_lines == 2 and dec.stats.sample_gaps == 1 and dec.stats.samples_missed == 2
 
 
 def test_text_mode_drops_overlong_garbage_line():
     dec = TextDecoder(fs=100.0, channels=1)
     assert dec.feed(b"7" * 5000) == []
-    assert dec.bad_lines == 1
+    assert dec.stats.bad_lines == 1
     assert dec.feed(b"\n3\n")[-1].data.tolist() == [[3.0]]
 
 

@@ -56,7 +56,7 @@ def test_text_mode_simulator_round_trip(tmp_path):
     blocks = dec.feed((tmp_path / "t.txt").read_bytes())
     got = np.concatenate([b.data for b in blocks], axis=1)
     assert np.array_equal(got, np.concatenate([r.counts for r in report.log], axis=1))
-    assert dec.bad_lines == 0 and isinstance(blocks[0], SampleBlock)
+    assert dec.stats.bad_lines == 0 and isinstance(blocks[0], SampleBlock)
 
 
 def test_fault_injector_intact_flag_is_truthful():

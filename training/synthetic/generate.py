@@ -18,6 +18,7 @@ import numpy as np
 from edge.errors import UserError
 from edge.formats import WINDOWS_FORMAT, Stream, WindowSet, write_manifest, write_stream, write_windows
 from edge.vocabulary import CLASSES
+from firmware_bridge.clock import iso_utc
 from training.synthetic import sources
 from training.synthetic.recording import Background, digitise, record, snr_gain
 from training.synthetic.sites import HELDOUT_SITES, SITES, TRAIN_SITES, SiteProfile, resolve_sites
@@ -137,7 +138,7 @@ def _plan(seed: int, count: int, families: tuple[str, ...], sites: tuple[str, ..
     blast_hour = np.array(BLAST_HOURS)[rng.integers(0, len(BLAST_HOURS), count)]
     blast_s = blast_hour * 3600.0 + rng.uniform(-600.0, 1200.0, count)
     seconds = np.where(labels == "blast", blast_s, seconds)
-    times = np.array([(EPOCH + timedelta(days=int(d), seconds=float(s))).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    times = np.array([iso_utc(EPOCH + timedelta(days=int(d), seconds=float(s)))
                       for d, s in zip(day, seconds, strict=True)])
     return labels, site, times
 
