@@ -235,14 +235,16 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 @contextlib.contextmanager
 def _native_stderr_silenced():
     """Hide the interpreter's one-off native INFO line ("Created TensorFlow Lite XNNPACK delegate")
-    from the field technician's terminal; Python exceptions still carry their messages."""
+    from the field technician's terminal; Python exceptions still carry their messages. Native code
+    writes to descriptor 2 whatever Python's ``sys.stderr`` is, so that descriptor is the one muted."""
+    fd = 2
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stderr.flush()
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
+        saved = os.dup(fd)
+    except OSError:  # no descriptor 2 (a daemon started with it closed): nothing to mute
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, fd)

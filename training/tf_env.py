@@ -33,6 +33,7 @@ def tensorflow():
             import tensorflow as tf
             import tensorflow_model_optimization as tfmot
             import tf_keras
+            tf.config.list_physical_devices("GPU")  # the CUDA probe's error line, once, while muted
     except ImportError as exc:
         raise UserError(f"training needs the 'train' extra ({exc.name} is missing): "
                         "pip install -e '.[train]'") from None

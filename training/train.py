@@ -238,7 +238,9 @@ def convert(model, representative: np.ndarray, int8: bool) -> bytes:
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
         import warnings
-        with warnings.catch_warnings():
+
+        from edge.model import _native_stderr_silenced
+        with warnings.catch_warnings(), _native_stderr_silenced():  # the converter's native summary lines
             warnings.simplefilter("ignore")
             return conv.convert()
 
