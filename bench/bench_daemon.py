@@ -27,7 +27,7 @@ import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.broker import start_local_broker
+from edge.devtools.broker import start_local_broker
 from firmware_bridge.simulator import BoardSimulator, PtyPort
 from training.synthetic.stream import StreamSynth
 

@@ -22,8 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.model import Classifier  # noqa: E402
-from edge.preprocess import preprocess  # noqa: E402
+from edge.gateway.model import Classifier  # noqa: E402
+from edge.gateway.preprocess import preprocess  # noqa: E402
 from training.experiments import timed  # noqa: E402
 
 

@@ -26,10 +26,10 @@ import numpy as np  # noqa: E402
 from bench_generate import cpu_model  # noqa: E402  (bench/ is the script's directory)
 from obspy.signal.trigger import classic_sta_lta, recursive_sta_lta  # noqa: E402
 
-from edge.config import TriggerConfig  # noqa: E402
-from edge.dsp import RecursiveStaLta  # noqa: E402
-from edge.model import Classifier  # noqa: E402
-from edge.pipeline import Detector, Pipeline, fixed_clock  # noqa: E402
+from edge.gateway.config import TriggerConfig  # noqa: E402
+from edge.gateway.dsp import RecursiveStaLta  # noqa: E402
+from edge.gateway.model import Classifier  # noqa: E402
+from edge.gateway.pipeline import Detector, Pipeline, fixed_clock  # noqa: E402
 from training.synthetic.stream import StreamSynth  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

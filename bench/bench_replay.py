@@ -16,10 +16,10 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from edge.config import Config
-from edge.model import Classifier
-from edge.replay import replay
-from edge.scoring import macro_f1
+from edge.devtools.replay import replay
+from edge.devtools.scoring import macro_f1
+from edge.gateway.config import Config
+from edge.gateway.model import Classifier
 from edge.vocabulary import CLASSES
 from training.synthetic.generate import write_stream_file
 from training.synthetic.sites import HELDOUT_SITES, SITES

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.config import TriggerConfig
-from edge.daemon import rss_mb
-from edge.model import Classifier
-from edge.pipeline import Pipeline, fixed_clock
+from edge.gateway.config import TriggerConfig
+from edge.gateway.daemon import rss_mb
+from edge.gateway.model import Classifier
+from edge.gateway.pipeline import Pipeline, fixed_clock
 from training.synthetic.stream import StreamSynth
 
 ROOT = Path(__file__).resolve().parents[1]

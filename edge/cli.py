@@ -181,7 +181,7 @@ def _read_unlabelled(path: str):
 def _cmd_classify(args: argparse.Namespace) -> int:
     import json
 
-    from edge.model import Classifier
+    from edge.gateway.model import Classifier
 
     clf = Classifier(args.model)
     for wav, fs in _read_unlabelled(args.windows):
@@ -292,7 +292,7 @@ def _add_board(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- gateway
 def _cmd_run(args: argparse.Namespace) -> int:
-    from edge.daemon import run
+    from edge.gateway.daemon import run
 
     return run(args.config)
 
@@ -300,8 +300,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     import json
 
-    from edge.config import load_config
-    from edge.replay import replay
+    from edge.devtools.replay import replay
+    from edge.gateway.config import load_config
 
     result = replay(load_config(args.config), args.stream, args.events_out, block_s=args.block_s)
     stats = result["stats"]
@@ -315,7 +315,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from edge.demo import run_demo
+    from edge.devtools.demo import run_demo
 
     return run_demo(seconds=args.seconds, model=args.model, site=args.site, seed=args.seed,
                     events_per_min=args.events_per_min)
@@ -347,7 +347,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
     import sys as _sys
     from pathlib import Path
 
-    from edge.install import Answers, Installer, ask_missing
+    from edge.field.install import Answers, Installer, ask_missing
 
     answers = Answers(site=args.site, node=args.node, serial_port=args.serial_port, baudrate=args.baudrate,
                       text_mode=True if args.text_mode else None, broker=args.broker,
@@ -363,7 +363,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from edge.doctor import CHECKS, doctor
+    from edge.field.doctor import CHECKS, doctor
 
     only = tuple(_csv(args.only) or CHECKS)
     only = tuple(c for c in only if c not in (_csv(args.skip) or []))
@@ -375,9 +375,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _store_for(args: argparse.Namespace):
-    from edge.config import load_config
-    from edge.install import under_root
-    from edge.models_store import ModelStore, models_dir
+    from edge.field.install import under_root
+    from edge.field.model_store import ModelStore, models_dir
+    from edge.gateway.config import load_config
 
     cfg = load_config(under_root(args.root, args.config) if args.root else args.config)
     state = under_root(args.root, cfg.node.state_dir)
@@ -389,7 +389,7 @@ def _store_for(args: argparse.Namespace):
 
 
 def _reload_after_swap(args: argparse.Namespace) -> None:
-    from edge.models_store import reload_daemon, unit_for_config
+    from edge.field.model_store import reload_daemon, unit_for_config
 
     if args.root or args.no_reload:
         print("not asking the daemon to reload (--root/--no-reload)")
@@ -398,7 +398,7 @@ def _reload_after_swap(args: argparse.Namespace) -> None:
 
 
 def _cmd_model_install(args: argparse.Namespace) -> int:
-    from edge.models_store import Board, read_board
+    from edge.field.model_store import Board, read_board
 
     cfg, state, store = _store_for(args)
     if (args.board_fs is None) != (args.board_channels is None):
@@ -448,11 +448,11 @@ def _cmd_model_test(args: argparse.Namespace) -> int:
     import json
     import platform
 
-    from edge.doctor import run_selftest
-    from edge.model import Classifier
+    from edge.field.doctor import run_selftest
+    from edge.gateway.model import Classifier
 
     if args.path is None:
-        from edge.config import load_config
+        from edge.gateway.config import load_config
 
         args.path = load_config(args.config).model.path
     clf = Classifier(args.path)

@@ -1,4 +1,4 @@
-"""Write edge/selftest/windows.npz: the built-in labelled test windows of `stopewatch doctor` and
+"""Write edge/field/selftest/windows.npz: the built-in labelled test windows of `stopewatch doctor` and
 `stopewatch model test` (one clear, high-SNR window per class from the synthetic benchmark).
 
 The gateway has no training code, so the windows ship as package data. They are a canary for "this
@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.model import Classifier  # noqa: E402
+from edge.gateway.model import Classifier  # noqa: E402
 from edge.vocabulary import CLASSES  # noqa: E402
 from training.synthetic.generate import generate_windows  # noqa: E402
 

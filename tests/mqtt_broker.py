@@ -18,7 +18,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge.broker import AmqttBroker, MosquittoBroker, free_port, mosquitto_path, port_open, wait_until
+from edge.devtools.broker import AmqttBroker, MosquittoBroker, free_port, mosquitto_path, port_open, wait_until
 
 __all__ = ["AmqttBroker", "Collector", "MosquittoBroker", "free_port", "port_open", "read_retained",
            "start_broker", "wait_until"]

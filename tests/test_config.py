@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import Config, parse_config
+from edge.gateway.config import Config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "edge" / "stopewatch.example.toml"

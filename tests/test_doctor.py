@@ -13,8 +13,8 @@ import pytest
 from field_support import model_variant, shipped_model, write_config
 
 from edge.cli import main
-from edge.doctor import FAIL, PASS, SKIP, WARN, check_clock, check_service, kernel_clock_synced, run_checks
-from edge.models_store import Board, ModelStore, read_board, write_board
+from edge.field.doctor import FAIL, PASS, SKIP, WARN, check_clock, check_service, kernel_clock_synced, run_checks
+from edge.field.model_store import Board, ModelStore, read_board, write_board
 from firmware_bridge.faults import FaultConfig
 from firmware_bridge.simulator import BoardSimulator, PtyPort
 from firmware_bridge.sources import NoisePulseSource
@@ -140,7 +140,7 @@ def test_serial_failures(tmp_path, board, mqtt_broker):
 
 
 def test_broker_unreachable_and_refused(tmp_path, board, make_broker):
-    from edge.broker import free_port
+    from edge.devtools.broker import free_port
 
     cfg, _ = gateway(tmp_path, "/dev/null", free_port())
     r = run(cfg, only=("broker",))[0]
@@ -193,7 +193,7 @@ def test_clock_and_service_say_unknown_rather_than_fail():
         assert r.status == (PASS if synced else FAIL)
     assert r.status in (PASS, FAIL, WARN) and r.detail
     if not os.path.isdir("/run/systemd/system"):
-        from edge.doctor import service_state
+        from edge.field.doctor import service_state
 
         assert service_state("stopewatch.service") is None
         r = check_service("stopewatch.service", None)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from obspy.signal.trigger import classic_sta_lta, recursive_sta_lta
 
-from edge.config import TriggerConfig
-from edge.dsp import ClassicStaLta, Despike, RecursiveStaLta, SosFilter, bandpass_sos
-from edge.pipeline import Detector
+from edge.gateway.config import TriggerConfig
+from edge.gateway.dsp import ClassicStaLta, Despike, RecursiveStaLta, SosFilter, bandpass_sos
+from edge.gateway.pipeline import Detector
 
 
 def in_blocks(process, x: np.ndarray, seed: int) -> np.ndarray:

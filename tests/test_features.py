@@ -1,9 +1,9 @@
-"""edge.features: interpretable event features and the classical-baseline vector."""
+"""edge.gateway.features: interpretable event features and the classical-baseline vector."""
 
 import numpy as np
 import pytest
 
-from edge.features import baseline_names, baseline_vector, event_features
+from edge.gateway.features import baseline_names, baseline_vector, event_features
 
 FS = 4000.0
 

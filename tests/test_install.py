@@ -12,8 +12,8 @@ import pytest
 from field_support import shipped_model
 
 from edge.cli import main
-from edge.config import parse_config
-from edge.model import Classifier
+from edge.gateway.config import parse_config
+from edge.gateway.model import Classifier
 
 pytestmark = pytest.mark.skipif(not shutil.which("systemd-sysusers"),
                                 reason="systemd-sysusers not installed (Debian package systemd)")

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.model import Classifier, read_card, sha256_file
+from edge.gateway.model import Classifier, read_card, sha256_file
 
 MODELS = sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "models").glob("*/model_card.json"))
 TOLERANCE = 0.002  # float rounding across CPUs/libm may flip a borderline window or two

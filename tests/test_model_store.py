@@ -16,8 +16,8 @@ from field_support import model_variant, shipped_model, write_config
 
 from edge.cli import main
 from edge.errors import UserError
-from edge.model import Classifier, sha256_file
-from edge.models_store import Board, ModelStore, card_fit, read_board, version_key
+from edge.field.model_store import Board, ModelStore, card_fit, read_board, version_key
+from edge.gateway.model import Classifier, sha256_file
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_cli_install_list_rollback_under_root(tmp_path, model, capsys):
 
 
 def test_install_uses_the_board_measured_by_doctor(tmp_path, model):
-    from edge.models_store import write_board
+    from edge.field.model_store import write_board
 
     state = tmp_path / "state"
     write_board(state, Board(2000.0, 3, "measured"))

@@ -20,9 +20,9 @@ import pytest
 from jsonschema import Draft202012Validator
 from mqtt_broker import Collector, free_port, read_retained, wait_until
 
-from edge.config import parse_config
-from edge.mqtt import Publisher, decode_waveform
-from edge.outbox import Outbox
+from edge.gateway.config import parse_config
+from edge.gateway.mqtt import Publisher, decode_waveform
+from edge.gateway.outbox import Outbox
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "edge" / "schemas"
@@ -156,7 +156,7 @@ def test_clean_stop_publishes_stopped_and_loses_nothing(mqtt_broker, publishers,
 
 def test_starts_without_broker_queues_to_disk_evicts_noise_first_then_delivers(make_broker, publishers, tmp_path,
                                                                                 caplog):
-    caplog.set_level(logging.INFO, logger="edge.mqtt")
+    caplog.set_level(logging.INFO, logger="edge.gateway.mqtt")
     broker = make_broker(persistence=True)  # persistence: the collector's session survives the restart
     col = Collector(broker.port, f"{TOPIC}/event", persistent=True, client_id="central")
     broker.stop()
@@ -234,8 +234,8 @@ def test_connection_lost_with_events_in_flight_resends_them(mqtt_broker, publish
 
 _CHILD = """
 import json, sys, time
-from edge.config import parse_config
-from edge.mqtt import Publisher
+from edge.gateway.config import parse_config
+from edge.gateway.mqtt import Publisher
 cfg = parse_config(json.loads(sys.argv[1]))
 events = json.loads(open(sys.argv[2]).read())
 pub = Publisher(cfg, "boot-child", "0.1.0", {"name": "triaxial", "sha256": "ab" * 32})
@@ -313,7 +313,7 @@ def test_username_and_password_file(make_broker, publishers, tmp_path, caplog):
     (tmp_path / "bad").write_text("wrong\n")
     col = Collector(broker.port, f"{TOPIC}/#", username="central", password="c3ntral")
 
-    caplog.set_level(logging.INFO, logger="edge.mqtt")
+    caplog.set_level(logging.INFO, logger="edge.gateway.mqtt")
     bad = publishers(make_cfg(tmp_path / "b", broker.port, username="gateway", password_file=str(tmp_path / "bad")))
     bad.submit_event(sample_event(1))
     assert wait_until(lambda: "refused" in caplog.text, T)

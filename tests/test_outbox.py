@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge.errors import UserError
-from edge.outbox import Outbox
+from edge.gateway.outbox import Outbox
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +108,7 @@ def test_two_threads_put_and_ack(tmp_path):
 
 _CHILD = """
 import sys
-from edge.outbox import Outbox
+from edge.gateway.outbox import Outbox
 box = Outbox(sys.argv[1], max_events=1_000_000)
 i = 0
 while True:

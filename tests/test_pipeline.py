@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from edge.config import TriggerConfig
-from edge.model import Classifier
-from edge.pipeline import Pipeline, fixed_clock
+from edge.gateway.config import TriggerConfig
+from edge.gateway.model import Classifier
+from edge.gateway.pipeline import Pipeline, fixed_clock
 from training.synthetic.stream import StreamSynth
 
 FS = 4000.0

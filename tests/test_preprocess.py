@@ -1,10 +1,10 @@
-"""edge.preprocess: the one preprocessing implementation shared by training and the gateway."""
+"""edge.gateway.preprocess: the one preprocessing implementation shared by training and the gateway."""
 
 import numpy as np
 import pytest
 
 from edge.errors import UserError
-from edge.preprocess import (
+from edge.gateway.preprocess import (
     PreprocessParams,
     adapt_channels,
     filter_windows,
@@ -95,7 +95,7 @@ def test_params_validation_names_the_key():
 def test_gateway_modules_never_load_tensorflow():
     import subprocess
     import sys
-    code = ("import sys, edge.model, edge.preprocess, edge.features; "
+    code = ("import sys, edge.gateway.model, edge.gateway.preprocess, edge.gateway.features; "
             "bad = [m for m in ('tensorflow', 'tf_keras', 'training') if m in sys.modules]; "
             "assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -9,7 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from edge.sdnotify import Notifier
+from edge.field.sdnotify import Notifier
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +63,6 @@ def test_module_function_uses_process_environment(tmp_path):
     path = str(tmp_path / "n.sock")
     with _listener(path) as sock:
         env = dict(os.environ, NOTIFY_SOCKET=path)
-        subprocess.run([sys.executable, "-c", "from edge.sdnotify import notify; notify('READY=1', 'STATUS=up')"],
+        subprocess.run([sys.executable, "-c", "from edge.field.sdnotify import notify; notify('READY=1', 'STATUS=up')"],
                        cwd=ROOT, env=env, check=True, timeout=60)
         assert sock.recv(4096) == b"READY=1\nSTATUS=up"

@@ -11,7 +11,7 @@ import sys
 import pytest
 from field_support import REPO
 
-from edge.install import UNITS, VENV, unit_text
+from edge.field.install import UNITS, VENV, unit_text
 
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze not installed (Debian package systemd)")

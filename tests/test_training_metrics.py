@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge.errors import UserError
-from edge.model import Classifier, dequantize, is_unknown, normalised_entropy, novelty, quantize, softmax
+from edge.gateway.model import Classifier, dequantize, is_unknown, normalised_entropy, novelty, quantize, softmax
 from edge.vocabulary import CLASSES
 from training import metrics as M
 from training.config import load_config

@@ -14,7 +14,7 @@ import pytest
 from edge.cli import main
 from edge.errors import UserError
 from edge.formats import write_windows
-from edge.model import Classifier, read_card, sha256_file
+from edge.gateway.model import Classifier, read_card, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = """
@@ -98,7 +98,7 @@ def test_artefacts_card_and_hashes(trained):
     rule = card["open_set"]
     assert rule["score"] == "energy" and rule["reject_fraction"] == 0.05
     # the threshold rejects 5 % of the known validation windows through the gateway's own classifier
-    from edge.model import is_unknown
+    from edge.gateway.model import is_unknown
     from training.data import synthetic
     val = synthetic(60, 202, "train")
     clf = Classifier(trained)

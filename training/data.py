@@ -1,10 +1,10 @@
 """Datasets for training and evaluation: the synthetic benchmark or a mine's own records.
 
 Windows are brought to the model's rate, length and channel count, detrended and
-band-passed once (``edge.preprocess.filter_windows``); augmentation then applies
+band-passed once (``edge.gateway.preprocess.filter_windows``); augmentation then applies
 only linear operations (shift, gain, polarity, added background, channel dropout)
 to the filtered traces, which commute with the filter, before ``normalise``.
-So the network trains on exactly what ``edge.preprocess.preprocess`` gives the gateway.
+So the network trains on exactly what ``edge.gateway.preprocess.preprocess`` gives the gateway.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.formats import WindowSet, read_windows, write_windows
-from edge.preprocess import PreprocessParams, adapt_channels, filter_windows, fit_length, normalise, resample
+from edge.gateway.preprocess import PreprocessParams, adapt_channels, filter_windows, fit_length, normalise, resample
 from edge.vocabulary import CLASSES
 
 

@@ -1,6 +1,6 @@
 """The one evaluation path of a written model: ``stopewatch evaluate`` and the training report.
 
-The .tflite runs through ``edge.model.Classifier`` (the gateway's code, no TensorFlow).
+The .tflite runs through ``edge.gateway.model.Classifier`` (the gateway's code, no TensorFlow).
 Windows whose label is outside the model's classes (e.g. the generator's evaluation-only
 ``rockfall``) are reported as an open-set test instead of being scored.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.formats import WindowSet, read_windows
-from edge.model import Classifier
+from edge.gateway.model import Classifier
 from training import metrics as M
 
 

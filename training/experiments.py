@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.features import baseline_names, baseline_vector
-from edge.model import Classifier, load_interpreter_class, quantize, tflite_logits
-from edge.preprocess import PreprocessParams, filter_windows
+from edge.gateway.features import baseline_names, baseline_vector
+from edge.gateway.model import Classifier, load_interpreter_class, quantize, tflite_logits
+from edge.gateway.preprocess import PreprocessParams, filter_windows
 from edge.vocabulary import CLASSES
 from training import data as D
 from training import metrics as M

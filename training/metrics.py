@@ -23,7 +23,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from edge.model import OPEN_SET_SCORES, is_unknown, novelty, softmax
+from edge.gateway.model import OPEN_SET_SCORES, is_unknown, novelty, softmax
 from edge.vocabulary import CLASSES, UNKNOWN
 
 SNR_BUCKETS: tuple[tuple[float, float], ...] = ((-3.0, 0.0), (0.0, 6.0), (6.0, 12.0), (12.0, 20.0), (20.0, 31.0))
@@ -123,7 +123,7 @@ def unknown_threshold(probs: np.ndarray, y: np.ndarray, reject_fraction: float) 
 # --------------------------------------------------------------------------- open set
 @dataclass(frozen=True)
 class OpenSetRule:
-    """A novelty score of the logits (``edge.model.novelty``) and the threshold above which the answer
+    """A novelty score of the logits (``edge.gateway.model.novelty``) and the threshold above which the answer
     is ``unknown``, fitted so that ``reject_fraction`` of known validation windows are rejected."""
 
     score: str

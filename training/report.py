@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.model import TFLITE, Classifier, softmax
+from edge.gateway.model import TFLITE, Classifier, softmax
 from training import data as D
 from training import experiments as X
 from training import metrics as M
@@ -302,7 +302,8 @@ def markdown(report: dict, card: dict, plots: list[str]) -> str:
              f"{card['sparsity']:.1%} kernel sparsity; temperature {card['temperature']:.3f}, "
              f"unknown: {_unknown_rule(card)}.", "",
              "All figures below are from test sets generated from seeds never used in training "
-             "(see model_card.json `metrics_test_set`), through `edge.model.Classifier`, the gateway's code.", "",
+             "(see model_card.json `metrics_test_set`), through `edge.gateway.model.Classifier`, "
+             "the gateway's code.", "",
              "## Targets", "", "| target | required | measured | met |", "|---|---|---|---|"]
     for t in report["targets"]:
         met = {True: "yes", False: "**MISSED**", None: "not measured"}[t["met"]]

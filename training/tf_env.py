@@ -13,7 +13,7 @@ import os
 import sys
 
 from edge.errors import UserError
-from edge.model import _native_stderr_silenced
+from edge.gateway.model import _native_stderr_silenced
 
 
 def tensorflow():

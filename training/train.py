@@ -8,7 +8,7 @@ class weighting and early stopping on validation macro-F1, or fine-tuning from a
 int8 loses more than the configured macro-F1) -> :func:`calibrate` (temperature, legacy ``unknown``
 threshold and the open-set rules, fitted on validation logits of the int8 model) -> :func:`write_model`
 (the model directory and its card) -> ``training.report.write_report`` (evaluation of the written model
-through ``edge.model.Classifier`` -- the gateway's own code -- against the configured targets).
+through ``edge.gateway.model.Classifier`` -- the gateway's own code -- against the configured targets).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.formats import WindowSet
-from edge.model import CARD, CARD_FORMAT, TFLITE, sha256_file, softmax, tflite_logits
-from edge.preprocess import PreprocessParams
+from edge.gateway.model import CARD, CARD_FORMAT, TFLITE, sha256_file, softmax, tflite_logits
+from edge.gateway.preprocess import PreprocessParams
 from edge.vocabulary import CLASSES
 from training import data as D
 from training import metrics as M
@@ -239,7 +239,7 @@ def convert(model, representative: np.ndarray, int8: bool) -> bytes:
             conv.inference_output_type = tf.int8
         import warnings
 
-        from edge.model import _native_stderr_silenced
+        from edge.gateway.model import _native_stderr_silenced
         with warnings.catch_warnings(), _native_stderr_silenced():  # the converter's native summary lines
             warnings.simplefilter("ignore")
             return conv.convert()
@@ -258,7 +258,7 @@ def representative_set(train: D.Prepared, n: int, clip: float, seed: int) -> np.
 
 def tflite_info(content: bytes) -> dict:
     """Ops, input/output types and quantization, and int8 weight sparsity of a converted model."""
-    from edge.model import load_interpreter_class
+    from edge.gateway.model import load_interpreter_class
     it = load_interpreter_class()(model_content=content, num_threads=1)
     it.allocate_tensors()
     ops = sorted({op["op_name"] for op in it._get_ops_details()})
@@ -409,7 +409,7 @@ def write_model(cfg: dict, data: Data, pruned: Pruned, exported: Exported, calib
         "channels": cfg["data"]["channels"],
         "samples": params.samples,
         "channel_policy": cfg["model"]["channel_policy"],
-        "input_layout": "(1, samples, channels) after edge.preprocess.preprocess",
+        "input_layout": "(1, samples, channels) after edge.gateway.preprocess.preprocess",
         "preprocessing": params.to_dict(),
         "input_quantization": {"dtype": info["input"]["dtype"], "scale": info["input"]["scale"],
                                "zero_point": info["input"]["zero_point"]},

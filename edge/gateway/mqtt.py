@@ -10,7 +10,7 @@ Topics under ``{prefix}/{site}/{node}`` (SPEC.md):
 - ``health``   QoS 0, not retained, not queued: a stale health message has no value.
 
 Durability is ours, not paho's (paho's in-memory queue drops messages when full and forgets them on
-restart). Every event goes into the SQLite :class:`~edge.outbox.Outbox` first; a sender thread publishes
+restart). Every event goes into the SQLite :class:`~edge.gateway.outbox.Outbox` first; a sender thread publishes
 rows in id order with a bounded in-flight window and deletes a row only when the broker's PUBACK for its
 packet id arrives. On every new connection paho's own queue is dropped and all unacknowledged rows are
 resent in order: delivery is at-least-once and ``event_id`` lets consumers drop duplicates.
@@ -42,8 +42,8 @@ import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from edge.config import Config, password
-from edge.outbox import Outbox
+from edge.gateway.config import Config, password
+from edge.gateway.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,9 @@ class Publisher:
         self.outbox = outbox if outbox is not None else Outbox(cfg.outbox_path, cfg.outbox.max_events)
         self.window = max(1, int(window))
         self.on_ack: Callable[[Delivery], None] | None = None
-        # Rows up to this id were queued by an earlier run: they are historical whatever happens now.
-        self._previous_run_last_id = self.outbox.last_id()
+        # Rows up to this id were queued before the current connection came up (by an earlier run, or
+        # while the broker was down, or unnoticed-down): they are historical whatever happens now.
+        self._live_after_id = self.outbox.last_id()
         self._events: queue.Queue[tuple] = queue.Queue()
         self._state_lock = threading.Lock()  # orders publishes against session changes (see _sender)
         self._submit_lock = threading.Lock()
@@ -204,6 +205,7 @@ class Publisher:
             return
         with self._state_lock:
             client.drop_out_messages()  # paho must not resend: the outbox resends, in order
+            self._live_after_id = self.outbox.last_id()
             self._session += 1
             self._connected = True
             client.publish(f"{self.root}/status", self._status("online"), qos=1, retain=True)
@@ -332,7 +334,7 @@ class Publisher:
         sent = []
         live = True
         for row in rows:
-            historical = row.historical or row.attempts > 0 or row.id <= self._previous_run_last_id
+            historical = row.historical or row.attempts > 0 or row.id <= self._live_after_id
             payload = row.payload
             if historical and row.kind == "event":
                 body = json.loads(payload)

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.devtools.scoring import score_events
 from edge.errors import UserError
-from edge.scoring import score_events
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "triaxial"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "triaxial"
 FS = 4000.0
 COUNTS_PER_UNIT = 1.0e9  # the simulated board's sensitivity; the daemon's config says the same
 ROW = "{:<12} {:>4}  {:<13} {:>5}  {:>9}  {:>7}  {:>6}  {:>8}"
@@ -112,7 +112,7 @@ def _print_score(truth: list[dict], events: list[dict]) -> dict:
 def run_demo(seconds: float = 60.0, model: str | None = None, site: str = "za-deep-gold", seed: int = 1,
              events_per_min: float = 12.0) -> int:
     """Run the demo for ``seconds`` (Ctrl-C ends it early) and print the score; returns the exit code."""
-    from edge.broker import start_local_broker
+    from edge.devtools.broker import start_local_broker
     from firmware_bridge.simulator import BoardSimulator, PtyPort
     from training.synthetic.stream import StreamSynth  # the benchmark's waveform physics (numpy/scipy)
 

@@ -28,9 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from edge.config import Config, parse_config
 from edge.errors import UserError
-from edge.models_store import Board, ModelStore, write_board
+from edge.field.model_store import Board, ModelStore, write_board
+from edge.gateway.config import Config, parse_config
 
 USER = "stopewatch"
 VENV = "/opt/stopewatch/venv"  # the ExecStart prefix written in systemd/*.service
@@ -40,7 +40,7 @@ UNIT_DIR = "/etc/systemd/system"
 SYSUSERS = "/etc/sysusers.d/stopewatch.conf"
 TMPFILES = "/etc/tmpfiles.d/stopewatch.conf"
 UNITS = ("stopewatch.service", "stopewatch@.service")
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 
 
 def under_root(root: str | Path | None, path: str | Path) -> Path:
@@ -86,7 +86,7 @@ def _toml_value(v) -> str:
 
 
 def dump_config(data: dict) -> str:
-    """The config as TOML, sections and keys in the order of edge/config.py (flat tables of scalars)."""
+    """The config as TOML, sections and keys in the order of edge/gateway/config.py (flat tables of scalars)."""
     out = ["# stopewatch gateway configuration, written by `stopewatch install`.",
            "# Every key and its default: edge/stopewatch.example.toml. Re-running install keeps your edits",
            "# of keys it is not asked to change. Apply changes: systemctl restart stopewatch",
@@ -317,7 +317,7 @@ class Installer:
     def _board_value(self) -> Board | None:
         a = self.answers
         if a.board_fs is None and a.board_channels is None:
-            from edge.models_store import read_board
+            from edge.field.model_store import read_board
             return read_board(self.at(self.state_dir))
         if a.board_fs is None or a.board_channels is None:
             raise UserError("give both --board-fs and --board-channels (what the ADC board sends)")
@@ -326,7 +326,7 @@ class Installer:
     def _board(self) -> bool:
         board = self._board_value()
         path = self.at(self.state_dir) / "board.json"
-        from edge.models_store import read_board
+        from edge.field.model_store import read_board
         if read_board(self.at(self.state_dir)) == board:
             return False
         write_board(self.at(self.state_dir), board)

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from edge.errors import UserError
-from edge.model import CARD, TFLITE, Classifier, read_card
+from edge.gateway.model import CARD, TFLITE, Classifier, read_card
 
 BOARD_FILE = "board.json"  # what the board was measured (doctor) or declared (install) to send
 _ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -318,7 +318,7 @@ def version_key(card: dict) -> str:
 
 
 def _sha_ok(d: Path) -> bool:
-    from edge.model import sha256_file
+    from edge.gateway.model import sha256_file
 
     try:
         return sha256_file(d / TFLITE) == json.loads((d / CARD).read_text())["sha256"]

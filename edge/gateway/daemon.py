@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edge.config import Config, load_config
 from edge.errors import UserError
-from edge.messages import EventMessenger, new_boot_id
-from edge.model import Classifier
-from edge.sdnotify import Notifier
+from edge.field.sdnotify import Notifier
+from edge.gateway.config import Config, load_config
+from edge.gateway.messages import EventMessenger, new_boot_id
+from edge.gateway.model import Classifier
 
 if TYPE_CHECKING:  # the pipeline (and scipy) is imported after READY
-    from edge.pipeline import Pipeline
+    from edge.gateway.pipeline import Pipeline
 
 log = logging.getLogger("stopewatch")
 CHUNK_QUEUE = 20_000  # byte chunks waiting for the pipeline; beyond this we drop and count (never block the port)
@@ -70,7 +70,7 @@ class Daemon:
     """The gateway service. ``config_path`` is re-read on SIGHUP."""
 
     def __init__(self, config_path: str, notifier: Notifier | None = None):
-        from edge.mqtt import Publisher  # paho is only needed by the daemon itself
+        from edge.gateway.mqtt import Publisher  # paho is only needed by the daemon itself
 
         self.config_path = config_path
         self.cfg: Config = load_config(config_path)
@@ -163,7 +163,7 @@ class Daemon:
         return TextDecoder(fs=self.cfg.board.text_fs) if self.cfg.board.text_mode else FrameDecoder()
 
     def _on_block(self, block) -> None:
-        from edge.pipeline import Pipeline
+        from edge.gateway.pipeline import Pipeline
         from firmware_bridge.clock import SampleClock
 
         fresh = self.pipeline is None or self.pipeline.fs != block.fs \
@@ -194,7 +194,7 @@ class Daemon:
 
     # ------------------------------------------------------------------ control
     def _reload_now(self) -> None:
-        from edge.pipeline import Pipeline
+        from edge.gateway.pipeline import Pipeline
 
         try:
             cfg = load_config(self.config_path)
@@ -219,14 +219,14 @@ class Daemon:
 
     def _warm_up(self) -> None:
         """Load the DSP (scipy) and run the interpreter once, right after READY, before data arrives."""
-        import edge.pipeline  # noqa: F401
+        import edge.gateway.pipeline  # noqa: F401
 
         c = self.classifier
         c.classify(np.zeros((1, c.channels, c.samples), dtype=np.float32), c.params.fs)
 
     def health(self) -> dict:
         """The periodic health message."""
-        from edge.pipeline import iso_utc
+        from edge.gateway.pipeline import iso_utc
 
         now = time.monotonic()
         cpu = sum(os.times()[:2])

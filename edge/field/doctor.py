@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.config import Config, load_config, password
 from edge.errors import UserError
+from edge.field.model_store import Board, card_fit, models_dir, read_board, unit_for_config, write_board
 from edge.formats import read_npz
-from edge.models_store import Board, card_fit, models_dir, read_board, unit_for_config, write_board
+from edge.gateway.config import Config, load_config, password
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
 # The serial check runs before the model check: the model is checked against the board it measured.
@@ -83,7 +83,7 @@ def check_config(path: str) -> tuple[Result, Config | None]:
 
 
 def check_model(cfg: Config, board: Board | None) -> Result:
-    from edge.model import Classifier
+    from edge.gateway.model import Classifier
 
     path = cfg.model.path
     try:

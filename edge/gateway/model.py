@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import UserError
-from edge.preprocess import PreprocessParams, adapt_channels, preprocess
+from edge.gateway.preprocess import PreprocessParams, adapt_channels, preprocess
 from edge.vocabulary import UNKNOWN
 
 CARD = "model_card.json"

@@ -6,12 +6,12 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from edge.config import Config
+from edge.devtools.scoring import score_events
 from edge.formats import read_stream
-from edge.messages import EventMessenger, new_boot_id
-from edge.model import Classifier
-from edge.pipeline import Pipeline, fixed_clock
-from edge.scoring import score_events
+from edge.gateway.config import Config
+from edge.gateway.messages import EventMessenger, new_boot_id
+from edge.gateway.model import Classifier
+from edge.gateway.pipeline import Pipeline, fixed_clock
 
 
 def replay(cfg: Config, stream_path: str | Path, events_out: str | Path | None = None,

@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from edge.config import TriggerConfig
-from edge.dsp import ClassicStaLta, Despike, RecursiveStaLta, SosFilter, bandpass_sos
-from edge.features import event_features
+from edge.gateway.config import TriggerConfig
+from edge.gateway.dsp import ClassicStaLta, Despike, RecursiveStaLta, SosFilter, bandpass_sos
+from edge.gateway.features import event_features
 
 
 def iso_utc(t: datetime) -> str:
@@ -153,7 +153,7 @@ class PipelineStats:
 class Pipeline:
     """Turns a sample stream into classified events (dicts of the event message's signal fields).
 
-    ``classifier`` needs ``classify(windows, fs)``, ``samples`` and ``params.fs`` (edge.model.Classifier).
+    ``classifier`` needs ``classify(windows, fs)``, ``samples`` and ``params.fs`` (edge.gateway.model.Classifier).
     ``clock`` maps an absolute sample index to UTC.
     """
 
