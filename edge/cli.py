@@ -124,7 +124,7 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------- train / evaluate / classify
 def _cmd_train(args: argparse.Namespace) -> int:
-    from training.train import run
+    from training.train import MISSED_EXIT, run, target_summary
 
     if args.config is None and args.init is None:
         raise UserError("train: give --config FILE (e.g. training/configs/triaxial.toml), "
@@ -137,6 +137,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("test_macro_f1", "heldout_macro_f1", "lowsnr_macro_f1")
                       if isinstance(m.get(k), float))
     print(f"wrote {args.out}: {card['name']} {card['version']} sha256 {card['sha256'][:12]} ({shown})")
+    text, missed = target_summary(card)
+    print(text)
+    if missed and not args.allow_missed:
+        print(f"train: {len(missed)} target(s) MISSED (exit {MISSED_EXIT}); --allow-missed accepts the model as it is",
+              file=sys.stderr)
+        return MISSED_EXIT
     return 0
 
 
@@ -193,6 +199,8 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--data", help="the mine's own labelled windows (file or dataset directory)")
     t.add_argument("--seeds", type=int, help="repeat the fit with this many seeds for mean/spread in the report "
                    "(overrides report.seeds)")
+    t.add_argument("--allow-missed", action="store_true",
+                   help="exit 0 even when a target of the config's [targets] is missed (default: exit 3)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="metrics of a model on a labelled window dataset")

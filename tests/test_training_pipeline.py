@@ -1,6 +1,8 @@
 """Tiny end-to-end run of `stopewatch train` (real TensorFlow, real tfmot pruning, real int8 conversion,
 real LiteRT interpreter), then `evaluate`, `classify` and fine-tuning on the artefacts it wrote."""
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -35,6 +37,8 @@ epochs = 2
 final_sparsity = 0.6
 [quantize]
 representative = 24
+[open_set]
+score = "energy"
 [report]
 latency_runs = 30
 baselines = true
@@ -52,8 +56,27 @@ def trained(tmp_path_factory):
         cfg = root / "tiny.toml"
         cfg.write_text(TINY)
         out = root / "model"
-        assert main(["train", "--config", str(cfg), "--out", str(out)]) == 0
+        stdout = io.StringIO()
+        with contextlib.redirect_stdout(stdout):
+            rc = main(["train", "--config", str(cfg), "--out", str(out)])
+        (root / "train_stdout.txt").write_text(stdout.getvalue())
+        (root / "train_rc.txt").write_text(str(rc))
         yield out
+
+
+def test_train_summary_lists_targets_and_exits_3_when_one_is_missed(trained):
+    rc = int((trained.parent / "train_rc.txt").read_text())
+    text = (trained.parent / "train_stdout.txt").read_text()
+    card = read_card(trained / "model_card.json")
+    missed = [k for k, met in card["metrics"]["targets"].items() if met is False]
+    assert missed, "a 2-epoch model on 180 windows should miss the in-distribution target"
+    assert rc == 3
+    lines = text.splitlines()
+    assert sum(line.strip().startswith(("met ", "MISSED ")) for line in lines) == 9
+    f1_line = next(line for line in lines if "in-distribution macro-F1" in line)
+    assert f1_line.strip().startswith("MISSED") and f"{card['metrics']['test_macro_f1']:.4f}" in f1_line
+    assert lines[-1].startswith(f"{9 - len(missed)} of 9 targets met; MISSED: ")
+    assert set(lines[-1].split("MISSED: ")[1].split(", ")) == set(missed)
 
 
 def test_artefacts_card_and_hashes(trained):
@@ -69,8 +92,18 @@ def test_artefacts_card_and_hashes(trained):
     assert card["sparsity"] >= 0.59  # the configured 0.6, reached by the end step
     assert card["training_data"]["train"]["count"] == 180
     assert "CONV_2D" in card["tflite_ops"]
-    for key in ("test_macro_f1", "int8_f1_loss", "ece_after", "int8_latency_ms", "sparsity"):
+    for key in ("test_macro_f1", "int8_f1_loss", "ece_after", "int8_latency_ms", "sparsity",
+                "test_microseismic_recall", "heldout_nonseismic_called_microseismic", "openset_auroc"):
         assert key in card["metrics"]
+    rule = card["open_set"]
+    assert rule["score"] == "energy" and rule["reject_fraction"] == 0.05
+    # the threshold rejects 5 % of the known validation windows through the gateway's own classifier
+    from edge.gateway.model import is_unknown
+    from training.data import synthetic
+    val = synthetic(60, 202, "train")
+    clf = Classifier(trained)
+    logits = clf.logits_prepared(clf.prepare(val.waveforms, val.fs))
+    assert is_unknown(logits, clf.temperature, clf.threshold, clf.open_set).mean() == pytest.approx(0.05, abs=0.02)
 
 
 def test_int8_input_output_and_float_agreement(trained):
@@ -97,17 +130,35 @@ def test_report_has_spec_keys_and_every_target(trained):
     assert set(rep["baselines"]["models"]) == {"logistic_regression", "decision_tree", "naive_bayes", "svm_rbf",
                                                "random_forest"}
     assert rep["open_set"]["n"] == 24
+    for k in ("microseismic_recall", "microseismic_called_blast", "nonseismic_called_microseismic"):
+        assert 0 <= rep[k] <= 1
+        assert all(k in b for b in rep["by_site"].values())
+        assert all(k in b for b in rep["by_snr"].values())
+    # the shares match the confusion matrix they come from
+    cm = np.array(rep["confusion"])
+    assert rep["microseismic_called_blast"] == pytest.approx(cm[0, 1] / cm[0].sum())
+    assert rep["nonseismic_called_microseismic"] == pytest.approx(cm[1:, 0].sum() / cm[1:].sum())
+    scores = rep["open_set"]["scores"]
+    assert set(scores) == {"msp", "energy", "max_logit", "mahalanobis"}
+    assert all(0 <= s["auroc"] <= 1 and 0 <= s["fpr_at_95_tpr"] <= 1 for s in scores.values())
+    assert rep["open_set"]["rule"]["score"] == "energy"
     md = (trained / "report.md").read_text()
     assert "## Targets" in md and ("MISSED" in md or "yes" in md)
+    assert "| ms recall | ms -> blast | other -> ms |" in md and "By site (int8)" in md
+    assert "| energy (the card's) |" in md
 
 
-def test_evaluate_cli_with_open_set_family(trained, tmp_path):
+def test_evaluate_cli_with_open_set_family(trained, tmp_path, capsys):
     from training.data import synthetic
     ws = synthetic(30, 99, "all", families=("microseismic", "noise", "rockfall"))
     write_windows(tmp_path / "mixed.npz", ws)
     out = tmp_path / "eval" / "report.json"
     assert main(["evaluate", "--model", str(trained), "--data", str(tmp_path / "mixed.npz"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
     rep = json.loads(out.read_text())
+    assert "mine cost: microseismic recall" in printed and "AUROC" in printed
+    assert set(rep["open_set"]["scores"]) == {"msp", "energy", "max_logit"}  # the card's rule is energy
+    assert rep["with_unknown"]["score"] == "energy"
     assert rep["open_set"]["family"] == ["rockfall"]
     assert rep["n"] + rep["open_set"]["n"] == 30
     assert (tmp_path / "eval" / "report_confusion.png").is_file()
@@ -148,7 +199,8 @@ def test_fine_tune_from_a_model_on_site_data(trained, tmp_path):
     site = synthetic(96, 77, ["pe-cut-and-fill"])
     write_windows(tmp_path / "site.npz", site)
     out = tmp_path / "ft"
-    assert main(["train", "--init", str(trained), "--data", str(tmp_path / "site.npz"), "--out", str(out)]) == 0
+    assert main(["train", "--init", str(trained), "--data", str(tmp_path / "site.npz"), "--out", str(out),
+                 "--allow-missed"]) == 0
     card = read_card(out / "model_card.json")
     assert card["fine_tuned_from"] == read_card(trained / "model_card.json")["sha256"]
     assert card["sparsity"] >= 0.59  # fine-tuning keeps the pruning masks

@@ -81,7 +81,23 @@ DEFAULTS: dict[str, Any] = {
         "qat_epochs": 3,
     },
     "calibration": {
-        "reject_fraction": 0.01,  # fraction of correct validation windows allowed below the threshold
+        "reject_fraction": 0.01,  # legacy unknown_threshold: share of correct validation windows below it
+    },
+    "open_set": {  # the card's `open_set` rule, which the gateway uses to answer `unknown`
+        "score": "msp",  # msp, energy, max_logit or mahalanobis (all four are compared in the report)
+        "reject_fraction": 0.05,  # share of known validation windows answered `unknown`
+        "energy_temperature": 1.0,
+    },
+    "targets": {  # `stopewatch train` exits 3 when one is missed (unless --allow-missed)
+        "test_macro_f1": 0.99,  # >= in-distribution macro-F1 (int8)
+        "heldout_macro_f1": 0.95,  # >= held-out sites
+        "lowsnr_macro_f1": 0.90,  # >= SNR -3..6 dB
+        "int8_f1_loss": 0.005,  # <= macro-F1 lost by int8 vs float TFLite
+        "ece_after": 0.03,  # <= ECE after temperature scaling
+        "int8_kbytes": 64.0,  # <= int8 .tflite size
+        "int8_latency_ms": 1.0,  # <= int8 latency per window, one core
+        "int8_faster_than_float": True,
+        "sparsity": 0.5,  # >= weight sparsity of conv/dense kernels
     },
     "report": {
         "latency_runs": 300,
@@ -98,6 +114,7 @@ _CHOICES = {
     ("data", "channels"): (1, 3),
     ("train", "class_weight"): ("balanced", "none"),
     ("model", "channel_policy"): ("", "strict", "first", "zero_fill", "any"),
+    ("open_set", "score"): ("msp", "energy", "max_logit", "mahalanobis"),
 }
 
 
@@ -163,6 +180,11 @@ def _check(cfg: dict, where: str) -> None:
     for k in ("polarity", "background", "channel_dropout", "time_shift"):
         if not 0 <= a[k] <= 1:
             raise bad(f"augment.{k}", a[k], "a probability/fraction in 0..1")
+    o = cfg["open_set"]
+    if not 0 < o["reject_fraction"] < 1:
+        raise bad("open_set.reject_fraction", o["reject_fraction"], "a share of known windows, 0 < share < 1")
+    if not o["energy_temperature"] > 0:
+        raise bad("open_set.energy_temperature", o["energy_temperature"], "a temperature > 0")
     if cfg["report"]["seeds"] < 1:
         raise bad("report.seeds", cfg["report"]["seeds"], "an integer >= 1")
     d = cfg["data"]

@@ -24,6 +24,14 @@ from edge.gateway.preprocess import PreprocessParams, adapt_channels, filter_win
 from edge.vocabulary import CLASSES
 
 
+def progress_bar(total: int, desc: str, unit: str):
+    """A tqdm bar on stderr when stderr is a terminal (a person watching), else None (logs stay clean)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
 def cache_dir() -> Path:
     """Where generated datasets are cached (STOPEWATCH_CACHE, default ~/.cache/stopewatch)."""
     return Path(os.environ.get("STOPEWATCH_CACHE", Path.home() / ".cache" / "stopewatch"))
@@ -41,8 +49,19 @@ def synthetic(count: int, seed: int, sites: list[str] | str = "train", channels:
     if cache and path.is_file():
         return read_windows(path, vocabulary=None)
     print(f"generating {count} windows (seed {seed}, sites {','.join(sites)}) ...", file=sys.stderr, flush=True)
-    ws = generate_windows(count, seed, sites=sites, fs=fs, channels=channels, samples=samples,
-                          families=tuple(families), snr_db=tuple(snr_db))
+    bar = progress_bar(count, f"seed {seed}", "window")
+    if bar is None:
+        ws = generate_windows(count, seed, sites=sites, fs=fs, channels=channels, samples=samples,
+                              families=tuple(families), snr_db=tuple(snr_db))
+    else:  # each window has its own seed (seed, index): chunks give the same windows
+        parts = []
+        with bar:
+            for start in range(0, count, 100):
+                stop = min(count, start + 100)
+                parts.append(generate_windows(count, seed, sites=sites, fs=fs, channels=channels, samples=samples,
+                                              families=tuple(families), snr_db=tuple(snr_db), start=start, stop=stop))
+                bar.update(stop - start)
+        ws = concat(parts)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_windows(path, ws)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.gateway.features import baseline_names, baseline_vector
-from edge.gateway.model import load_interpreter_class
+from edge.gateway.model import Classifier, load_interpreter_class, quantize, tflite_logits
 from edge.gateway.preprocess import PreprocessParams, filter_windows
 from edge.vocabulary import CLASSES
 from training import data as D
@@ -56,8 +56,7 @@ def tflite_latency(path: Path, x: np.ndarray, runs: int) -> dict:
     i, o = it.get_input_details()[0], it.get_output_details()[0]
     w = x[:1]
     if i["dtype"] == np.int8:
-        scale, zp = i["quantization"]
-        w = np.clip(np.round(w / scale) + zp, -128, 127).astype(np.int8)
+        w = quantize(w, *i["quantization"])
 
     def call():
         it.set_tensor(i["index"], w)
@@ -125,8 +124,6 @@ def baselines(train: D.Prepared, tests: dict[str, D.Prepared], fs: float, seed: 
 # --------------------------------------------------------------------------- robustness
 def robustness(int8_path: Path, test: D.Prepared, params: PreprocessParams, seed: int, n: int = 900) -> dict:
     """Macro-F1 of the int8 model vs added band-limited white noise, time shift and amplitude scale."""
-    from training.train import tflite_logits
-
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.permutation(len(test.x))[:n])
     x, y = test.x[idx], test.y[idx]
@@ -198,7 +195,8 @@ def label_efficiency(cfg: dict, model_dir: Path, site: str, test: D.Prepared, si
 # --------------------------------------------------------------------------- seeds
 def other_seeds(cfg: dict, splits: dict, count: int) -> list[dict]:
     """Repeat the whole fit (dense, prune, int8) with seeds cfg.seed+1.. and evaluate each int8 model."""
-    from training.train import evaluate_model, fit_and_export, log
+    from training.evaluate import evaluate_split
+    from training.train import fit_and_export, log
 
     runs = []
     for k in range(1, count):
@@ -207,11 +205,12 @@ def other_seeds(cfg: dict, splits: dict, count: int) -> list[dict]:
         tmp = Path(tempfile.mkdtemp(prefix=f"stopewatch-seed{c['seed']}-"))
         try:
             log(f"seed run {k + 1}/{count} (seed {c['seed']})")
-            res = fit_and_export(c, splits, tmp)
-            run = {"seed": c["seed"], "sparsity": res["card"]["sparsity"]}
+            trained = fit_and_export(c, splits, tmp)
+            run = {"seed": c["seed"], "sparsity": trained.card["sparsity"]}
+            clf = Classifier(tmp)
             for split in ("test", "heldout", "lowsnr"):
                 if split in splits:
-                    run[split] = evaluate_model(tmp, splits[split])["macro_f1"]
+                    run[split] = evaluate_split(clf, splits[split]).report["macro_f1"]
             runs.append(run)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

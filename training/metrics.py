@@ -1,49 +1,80 @@
-"""Classification metrics (numpy only): per-class P/R/F1, macro-F1, balanced accuracy,
-confusion, calibration (ECE), temperature fitting and the ``unknown`` threshold."""
+"""Classification metrics: per-class P/R/F1, macro-F1, balanced accuracy, confusion and AUROC from
+scikit-learn; the mine-cost shares, calibration (ECE), the temperature fit, the ``unknown`` thresholds
+and the open-set comparison are ours.
+
+This is the one place training turns logits into figures: :func:`evaluate_logits` (a labelled test set)
+and :func:`open_set` (windows of a family the model never saw).
+"""
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.optimize import minimize_scalar
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
 
-from edge.gateway.model import softmax
+from edge.gateway.model import OPEN_SET_SCORES, is_unknown, novelty, softmax
 from edge.vocabulary import CLASSES, UNKNOWN
 
 SNR_BUCKETS: tuple[tuple[float, float], ...] = ((-3.0, 0.0), (0.0, 6.0), (6.0, 12.0), (12.0, 20.0), (20.0, 31.0))
-
-
-def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
-    """Counts (true class rows, predicted class columns); predictions outside 0..k-1 are dropped."""
-    m = np.zeros((k, k), dtype=np.int64)
-    ok = (y_pred >= 0) & (y_pred < k) & (y_true >= 0)
-    np.add.at(m, (y_true[ok], y_pred[ok]), 1)
-    return m
+MINE_COST = ("microseismic_recall", "microseismic_called_blast", "nonseismic_called_microseismic")
+TPR_FOR_FPR = 0.95
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes=CLASSES) -> dict:
-    """Per-class precision/recall/F1/support, macro-F1 (over classes present), accuracy,
-    balanced accuracy and the confusion matrix. A prediction of -1 (``unknown``) counts as wrong."""
+    """Per-class precision/recall/F1/support, macro-F1 (over classes present), accuracy, balanced
+    accuracy, the confusion matrix and the mine-cost shares. A prediction of -1 (``unknown``) counts
+    as wrong and is left out of the confusion matrix."""
     k = len(classes)
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(y_pred)
-    cm = confusion(y_true, y_pred, k)
-    support = np.bincount(y_true[y_true >= 0], minlength=k)
-    tp = np.diag(cm)
-    predicted = np.bincount(y_pred[(y_pred >= 0) & (y_pred < k)], minlength=k)
-    prec = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
-    rec = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
-    f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0.0)
-    present = support > 0
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    labels = list(range(k))
+    prec, rec, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    present = [c for c in labels if support[c] > 0]
+    n = len(y_true)
+    with warnings.catch_warnings():  # an `unknown` column (-1) has no true windows: sklearn says so
+        warnings.simplefilter("ignore")
+        balanced = float(balanced_accuracy_score(y_true, y_pred)) if n else 0.0
     per_class = {c: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
                      "support": int(support[i])} for i, c in enumerate(classes)}
-    n = int(support.sum())
     return {
         "n": n,
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "accuracy": float(tp.sum() / n) if n else 0.0,
-        "balanced_accuracy": float(rec[present].mean()) if present.any() else 0.0,
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+        if present else 0.0,
+        "accuracy": float(accuracy_score(y_true, y_pred)) if n else 0.0,
+        "balanced_accuracy": balanced,
         "per_class": per_class,
-        "confusion": cm.tolist(),
+        "confusion": confusion_matrix(y_true, y_pred, labels=labels).tolist() if n else np.zeros((k, k), int).tolist(),
+        **mine_cost(y_true, y_pred, classes),
+    }
+
+
+def mine_cost(y_true: np.ndarray, y_pred: np.ndarray, classes=CLASSES) -> dict:
+    """What a wrong answer costs a mine: the share of rock fractures found (``microseismic_recall``),
+    the share of them answered blast (``microseismic_called_blast``: missed hazard, filed as production),
+    and the share of windows of every other class answered microseismic (``nonseismic_called_microseismic``:
+    false alarms). Shares of true windows; None where the set has no such windows."""
+    classes = list(classes)
+    if "microseismic" not in classes:
+        return dict.fromkeys(MINE_COST)
+    ms = classes.index("microseismic")
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    is_ms, other = y_true == ms, (y_true >= 0) & (y_true != ms)
+    blast = classes.index("blast") if "blast" in classes else -2
+    return {
+        "microseismic_recall": float(np.mean(y_pred[is_ms] == ms)) if is_ms.any() else None,
+        "microseismic_called_blast": float(np.mean(y_pred[is_ms] == blast)) if is_ms.any() else None,
+        "nonseismic_called_microseismic": float(np.mean(y_pred[other] == ms)) if other.any() else None,
     }
 
 
@@ -80,9 +111,8 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def unknown_threshold(probs: np.ndarray, y: np.ndarray, reject_fraction: float) -> float:
-    """Confidence below which the answer is ``unknown``: the ``reject_fraction`` quantile of the
-    calibrated confidence of correctly classified validation windows (so that about that fraction
-    of known, correct answers are given up)."""
+    """Confidence below which a card without an ``open_set`` rule answers ``unknown``: the
+    ``reject_fraction`` quantile of the calibrated confidence of correctly classified validation windows."""
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == y
     if not correct.any() or reject_fraction <= 0:
@@ -90,18 +120,117 @@ def unknown_threshold(probs: np.ndarray, y: np.ndarray, reject_fraction: float) 
     return float(np.quantile(conf[correct], reject_fraction))
 
 
-def decide(probs: np.ndarray, threshold: float) -> np.ndarray:
-    """Predicted class index, or -1 (``unknown``) where confidence < threshold."""
-    pred = probs.argmax(axis=1)
-    return np.where(probs.max(axis=1) >= threshold, pred, -1)
+# --------------------------------------------------------------------------- open set
+@dataclass(frozen=True)
+class OpenSetRule:
+    """A novelty score of the logits (``edge.gateway.model.novelty``) and the threshold above which the answer
+    is ``unknown``, fitted so that ``reject_fraction`` of known validation windows are rejected."""
+
+    score: str
+    threshold: float
+    temperature: float
+    reject_fraction: float
+    means: tuple[tuple[float, ...], ...] | None = None  # mahalanobis: class means of validation logits
+    precision: tuple[tuple[float, ...], ...] | None = None  # and the inverse of their shared covariance
+
+    def card(self) -> dict:
+        """The model card's ``open_set`` entry (what the gateway's Classifier reads)."""
+        d = {"score": self.score, "threshold": self.threshold, "temperature": self.temperature,
+             "reject_fraction": self.reject_fraction,
+             "rule": f"label 'unknown' when the {self.score} novelty of the logits > threshold "
+                     f"({self.reject_fraction:.0%} of known validation windows rejected)"}
+        if self.means is not None:
+            d["means"], d["precision"] = [list(m) for m in self.means], [list(r) for r in self.precision]
+        return d
+
+
+def fit_open_set(logits: np.ndarray, y: np.ndarray, score: str, reject_fraction: float,
+                 temperature: float) -> OpenSetRule:
+    """The ``score`` rule fitted on known validation windows: its parameters (class means and shared
+    covariance for mahalanobis) and the threshold rejecting ``reject_fraction`` of them."""
+    if score not in OPEN_SET_SCORES:
+        raise ValueError(f"open-set score {score!r}; allowed: {', '.join(OPEN_SET_SCORES)}")
+    keep = y >= 0
+    z, y = np.asarray(logits, np.float64)[keep], y[keep]
+    means = precision = None
+    if score == "mahalanobis":
+        k = z.shape[1]
+        mu = np.stack([z[y == c].mean(axis=0) if (y == c).any() else z.mean(axis=0) for c in range(k)])
+        resid = z - mu[y]
+        cov = resid.T @ resid / max(1, len(z) - k)
+        cov += np.eye(k) * 1e-6 * max(np.trace(cov) / k, 1e-12)  # logits are nearly collinear: keep it invertible
+        means = tuple(tuple(float(v) for v in row) for row in mu)
+        precision = tuple(tuple(float(v) for v in row) for row in np.linalg.inv(cov))
+    draft = OpenSetRule(score, 0.0, float(temperature), float(reject_fraction), means, precision)
+    nov = novelty(z, draft.card())
+    threshold = float(np.quantile(nov, 1.0 - reject_fraction)) if len(nov) else float("inf")
+    return OpenSetRule(score, threshold, float(temperature), float(reject_fraction), means, precision)
+
+
+def auroc_fpr(known_novelty: np.ndarray, unknown_novelty: np.ndarray, tpr: float = TPR_FOR_FPR) -> dict:
+    """How well a novelty score separates unknown from known windows: AUROC (unknown = positive, higher
+    novelty = more unknown; 0.5 is chance) and ``fpr_at_95_tpr``, the share of unknown windows still
+    accepted as known at the threshold that accepts ``tpr`` (95 %) of the known ones."""
+    known, unknown = np.asarray(known_novelty, float), np.asarray(unknown_novelty, float)
+    if not len(known) or not len(unknown):
+        return {"auroc": None, "fpr_at_95_tpr": None}
+    truth = np.r_[np.zeros(len(known)), np.ones(len(unknown))]
+    scores = np.r_[known, unknown]
+    auroc = float(roc_auc_score(truth, scores))
+    # accepting as known = the positive decision here: known windows are true positives
+    fpr, tp_rate, _ = roc_curve(1 - truth, -scores, drop_intermediate=False)
+    return {"auroc": auroc, "fpr_at_95_tpr": float(fpr[np.searchsorted(tp_rate, tpr - 1e-12, side="left")])}
+
+
+def open_set(unknown_logits: np.ndarray, known_logits: np.ndarray | None, temperature: float,
+             unknown_threshold: float, rule: dict | None, candidates: dict[str, dict] | None = None,
+             classes=CLASSES) -> dict:
+    """How a model answers windows of a family it never saw, under its own rule (``rule``: the card's
+    ``open_set``; None: calibrated confidence below ``unknown_threshold``): share called ``unknown``, share
+    of each label; with ``known_logits`` (known-class test windows) also the share of those rejected, and
+    AUROC / FPR at 95 % TPR of every score in ``candidates`` (name -> rule parameters)."""
+    classes = list(classes)
+    pt = softmax(unknown_logits, temperature)
+    unk = is_unknown(unknown_logits, temperature, unknown_threshold, rule)
+    names = [UNKNOWN if u else classes[i] for i, u in zip(pt.argmax(axis=1), unk, strict=True)]
+    counts = {c: names.count(c) / max(1, len(names)) for c in [*classes, UNKNOWN]}
+    rep = {"n": len(names), "unknown_fraction": counts[UNKNOWN], "labels": counts,
+           "mean_confidence": float(pt.max(axis=1).mean()) if len(pt) else 0.0,
+           "confident_microseismic_fraction": counts.get("microseismic", 0.0),
+           "rule": dict(rule) if rule is not None else {"score": "msp_legacy", "threshold": unknown_threshold}}
+    rep["rule"].pop("means", None)
+    rep["rule"].pop("precision", None)
+    if known_logits is not None and len(known_logits):
+        rep["n_known"] = int(len(known_logits))
+        rep["known_rejected_fraction"] = float(np.mean(is_unknown(known_logits, temperature, unknown_threshold,
+                                                                  rule)))
+        rep["scores"] = {name: auroc_fpr(novelty(known_logits, c), novelty(unknown_logits, c))
+                         for name, c in (candidates or {}).items()}
+    return rep
+
+
+def candidate_rules(temperature: float, card_rule: dict | None) -> dict[str, dict]:
+    """The scores a model can be compared on from its card alone: msp at the calibration temperature,
+    energy and max logit, and the card's own rule (mahalanobis needs its fitted means)."""
+    out = {"msp": {"score": "msp", "temperature": temperature, "threshold": 0.0},
+           "energy": {"score": "energy", "temperature": 1.0, "threshold": 0.0},
+           "max_logit": {"score": "max_logit", "temperature": 1.0, "threshold": 0.0}}
+    if card_rule is not None:
+        out[card_rule["score"]] = card_rule
+    return out
+
+
+# --------------------------------------------------------------------------- the evaluation report
+def _brief(m: dict) -> dict:
+    return {"n": m["n"], "macro_f1": m["macro_f1"], "accuracy": m["accuracy"], **{k: m[k] for k in MINE_COST}}
 
 
 def evaluate_logits(logits: np.ndarray, y: np.ndarray, temperature: float, threshold: float,
                     snr_db: np.ndarray | None = None, site: np.ndarray | None = None,
-                    classes=CLASSES) -> dict:
-    """The SPEC.md evaluation report of logits: closed-set metrics (argmax; the headline figures),
-    calibration before/after temperature, open-set decisions (``unknown`` counted as wrong),
-    and breakdowns by SNR bucket and by site."""
+                    classes=CLASSES, rule: dict | None = None) -> dict:
+    """The evaluation report of logits: closed-set metrics (argmax; the headline figures) with the
+    mine-cost shares, calibration before/after temperature, decisions with ``unknown`` (the card's
+    ``rule``, else confidence below ``threshold``; counted as wrong), and breakdowns by SNR bucket and site."""
     p1 = softmax(logits, 1.0)
     pt = softmax(logits, temperature)
     pred = pt.argmax(axis=1)
@@ -110,9 +239,11 @@ def evaluate_logits(logits: np.ndarray, y: np.ndarray, temperature: float, thres
     rep["ece_before"] = ece(p1[y >= 0], y[y >= 0])
     rep["ece"] = ece(pt[y >= 0], y[y >= 0])
     rep["temperature"] = float(temperature)
-    dec = decide(pt, threshold)
+    dec = np.where(is_unknown(logits, temperature, threshold, rule), -1, pred)
     with_unknown = classification_metrics(y, dec, classes)
-    rep["with_unknown"] = {"threshold": float(threshold), "unknown_fraction": float(np.mean(dec == -1)),
+    rep["with_unknown"] = {"threshold": float(threshold if rule is None else rule["threshold"]),
+                           "score": "msp_legacy" if rule is None else rule["score"],
+                           "unknown_fraction": float(np.mean(dec == -1)),
                            "macro_f1": with_unknown["macro_f1"], "accuracy": with_unknown["accuracy"]}
     if snr_db is not None:
         rep["by_snr"] = {}
@@ -120,29 +251,13 @@ def evaluate_logits(logits: np.ndarray, y: np.ndarray, temperature: float, thres
         for lo, hi in SNR_BUCKETS:
             sel = (snr >= lo) & (snr < hi)
             if sel.sum():
-                m = classification_metrics(y[sel], pred[sel], classes)
-                rep["by_snr"][f"{lo:g}..{hi:g} dB"] = {"n": m["n"], "macro_f1": m["macro_f1"],
-                                                        "accuracy": m["accuracy"]}
+                rep["by_snr"][f"{lo:g}..{hi:g} dB"] = _brief(classification_metrics(y[sel], pred[sel], classes))
         sel = np.isnan(snr)
         if sel.sum():
-            m = classification_metrics(y[sel], pred[sel], classes)
-            rep["by_snr"]["no event (noise)"] = {"n": m["n"], "macro_f1": m["macro_f1"], "accuracy": m["accuracy"]}
+            rep["by_snr"]["no event (noise)"] = _brief(classification_metrics(y[sel], pred[sel], classes))
     if site is not None:
         rep["by_site"] = {}
         for s in sorted(set(np.asarray(site).tolist())):
             sel = np.asarray(site) == s
-            m = classification_metrics(y[sel], pred[sel], classes)
-            rep["by_site"][s] = {"n": m["n"], "macro_f1": m["macro_f1"], "accuracy": m["accuracy"]}
+            rep["by_site"][s] = _brief(classification_metrics(y[sel], pred[sel], classes))
     return rep
-
-
-def open_set(logits: np.ndarray, temperature: float, threshold: float, classes=CLASSES) -> dict:
-    """How a model answers windows of a family it never saw: share called ``unknown``
-    (below threshold), and the share of each confident label."""
-    pt = softmax(logits, temperature)
-    dec = decide(pt, threshold)
-    names = [classes[i] if i >= 0 else UNKNOWN for i in dec]
-    counts = {c: names.count(c) / max(1, len(names)) for c in [*classes, UNKNOWN]}
-    return {"n": len(names), "unknown_fraction": counts[UNKNOWN], "labels": counts,
-            "mean_confidence": float(pt.max(axis=1).mean()) if len(pt) else 0.0,
-            "confident_microseismic_fraction": counts.get("microseismic", 0.0)}

@@ -1,12 +1,14 @@
 """Train, prune, quantize, convert, calibrate and evaluate one model (``stopewatch train``).
 
-Phases: (1) dense training with augmentation, class weighting and early stopping on
-validation macro-F1; (2) magnitude pruning (PolynomialDecay to the target sparsity)
-and strip_pruning; (3) export through a SavedModel to float and full-int8 TFLite
-(representative data from the training set); quantization-aware training only if
-int8 loses more than the configured macro-F1; (4) temperature and ``unknown``
-threshold fitted on validation logits of the int8 model; (5) evaluation of the
-written model through ``edge.gateway.model.Classifier`` -- the gateway's own code.
+Stages, each a function from typed values to typed values (frozen dataclasses):
+:func:`prepare_data` (filtered, labelled windows) -> :func:`fit` (dense training with augmentation,
+class weighting and early stopping on validation macro-F1, or fine-tuning from a model) ->
+:func:`prune_model` (magnitude pruning, PolynomialDecay to the target sparsity, strip_pruning) ->
+:func:`export` (float and full-int8 TFLite through a SavedModel; quantization-aware training only if
+int8 loses more than the configured macro-F1) -> :func:`calibrate` (temperature, legacy ``unknown``
+threshold and the open-set rules, fitted on validation logits of the int8 model) -> :func:`write_model`
+(the model directory and its card) -> ``training.report.write_report`` (evaluation of the written model
+through ``edge.gateway.model.Classifier`` -- the gateway's own code -- against the configured targets).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edge.errors import UserError
-from edge.gateway.model import CARD, CARD_FORMAT, TFLITE, Classifier, sha256_file
+from edge.formats import WindowSet
+from edge.gateway.model import CARD, CARD_FORMAT, TFLITE, sha256_file, softmax, tflite_logits
 from edge.gateway.preprocess import PreprocessParams
 from edge.vocabulary import CLASSES
 from training import data as D
@@ -32,11 +36,79 @@ from training.tf_env import set_seeds, tensorflow
 
 FLOAT_TFLITE = "model_float.tflite"
 WEIGHTS = "model.weights.h5"
+MISSED_EXIT = 3  # `stopewatch train` exit code when a target is missed (without --allow-missed)
 
 
 def log(msg: str) -> None:
     """Progress line on stderr."""
     print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- stage values
+@dataclass(frozen=True)
+class Data:
+    """Stage 1: the splits as read, and training/validation windows filtered for the network."""
+
+    splits: dict[str, WindowSet]
+    params: PreprocessParams
+    train: D.Prepared  # known classes only
+    val: D.Prepared
+    x_val: np.ndarray  # normalised validation input (n, samples, channels)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """Stage 2: the dense (or fine-tuned) Keras model and its epochs."""
+
+    model: object
+    history: tuple[dict, ...]
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """Stage 3: the pruned, stripped Keras model."""
+
+    model: object
+    history: tuple[dict, ...]  # every epoch so far (fit, then pruning)
+    pruning: dict  # the card's ``pruning`` section: schedule, sparsity target, steps
+    sparsity: float  # measured share of zero conv/dense kernel weights
+    train_seconds: float
+
+
+@dataclass(frozen=True)
+class Exported:
+    """Stage 4: the converted models and the int8 model's validation logits."""
+
+    int8: bytes
+    float: bytes
+    val_logits: np.ndarray
+    quantization: dict  # the card's ``quantization`` section
+    tflite: dict  # ops and input/output quantization of the int8 model
+    history: tuple[dict, ...]  # with quantization-aware epochs if any
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Stage 5: temperature, the legacy confidence threshold and the open-set rules (all fitted on
+    validation data of the known classes); ``open_set`` is the configured one, written to the card."""
+
+    temperature: float
+    unknown_threshold: float
+    open_set: M.OpenSetRule
+    candidates: dict[str, M.OpenSetRule]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """Stage 6: a written model directory with its card, and what the report needs of the fit."""
+
+    out: Path
+    card: dict
+    model: object  # the stripped Keras model (latency, label efficiency)
+    data: Data
+    history: tuple[dict, ...]
+    calibration: Calibration
 
 
 # --------------------------------------------------------------------------- fitting
@@ -60,7 +132,8 @@ def run_epochs(model, train: D.Prepared, x_val: np.ndarray, y_val: np.ndarray, c
         else np.ones(len(CLASSES), np.float32)
     background = train.x[train.y == CLASSES.index("noise")]
     best, best_weights, since, history = -1.0, None, 0, []
-    verbose = 1 if sys.stderr.isatty() else 2
+    bar = D.progress_bar(epochs, phase, "epoch")  # a person at a terminal sees a bar; logs get one line per epoch
+    say = log if bar is None else bar.write
     for epoch in range(epochs):
         model.optimizer.learning_rate.assign(lr * 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs))))
         xa = D.to_model_input(D.augment(train.x, rng, cfg["augment"], background), clip)
@@ -68,12 +141,15 @@ def run_epochs(model, train: D.Prepared, x_val: np.ndarray, y_val: np.ndarray, c
         t0 = time.perf_counter()
         h = model.fit(xa[order], train.y[order], sample_weight=weights[train.y[order]],
                       batch_size=cfg["train"]["batch_size"], epochs=epoch + 1, initial_epoch=epoch,
-                      shuffle=False, verbose=verbose, callbacks=list(callbacks))
+                      shuffle=False, verbose=0 if bar is not None else 2, callbacks=list(callbacks))
         del xa
         f1 = macro_f1_of(model, x_val, y_val)
         history.append({"phase": phase, "epoch": epoch + 1, "loss": float(h.history["loss"][-1]),
                         "val_macro_f1": f1, "seconds": time.perf_counter() - t0})
-        log(f"{phase} epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f}, val macro-F1 {f1:.4f}")
+        say(f"{phase} epoch {epoch + 1}/{epochs}: loss {history[-1]['loss']:.4f}, val macro-F1 {f1:.4f}")
+        if bar is not None:
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", val_f1=f"{f1:.4f}")
+            bar.update(1)
         if epoch < select_from:
             continue
         if f1 > best:
@@ -81,8 +157,10 @@ def run_epochs(model, train: D.Prepared, x_val: np.ndarray, y_val: np.ndarray, c
         else:
             since += 1
             if since >= patience:
-                log(f"{phase}: early stop (no val macro-F1 gain for {patience} epochs)")
+                say(f"{phase}: early stop (no val macro-F1 gain for {patience} epochs)")
                 break
+    if bar is not None:
+        bar.close()
     if best_weights is not None:
         model.set_weights(best_weights)
     return history
@@ -160,7 +238,9 @@ def convert(model, representative: np.ndarray, int8: bool) -> bytes:
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
         import warnings
-        with warnings.catch_warnings():
+
+        from edge.gateway.model import _native_stderr_silenced
+        with warnings.catch_warnings(), _native_stderr_silenced():  # the converter's native summary lines
             warnings.simplefilter("ignore")
             return conv.convert()
 
@@ -174,27 +254,6 @@ def representative_set(train: D.Prepared, n: int, clip: float, seed: int) -> np.
         rng.shuffle(cand)
         idx.extend(cand[: max(1, n // len(CLASSES))])
     return D.to_model_input(train.x[np.sort(idx)], clip)
-
-
-def tflite_logits(content_or_path, x: np.ndarray) -> np.ndarray:
-    """Logits of prepared inputs (n, samples, channels) through the LiteRT interpreter (dequantized)."""
-    from edge.gateway.model import dequantize, load_interpreter_class, quantize
-    cls = load_interpreter_class()
-    kw = {"model_content": content_or_path} if isinstance(content_or_path, bytes) \
-        else {"model_path": str(content_or_path)}
-    it = cls(num_threads=1, **kw)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]
-    out = np.empty((len(x), o["shape"][-1]), np.float32)
-    for k in range(len(x)):
-        w = x[k:k + 1]
-        if i["dtype"] == np.int8:
-            w = quantize(w, *i["quantization"])
-        it.set_tensor(i["index"], w)
-        it.invoke()
-        y = it.get_tensor(o["index"])[0]
-        out[k] = dequantize(y, *o["quantization"]) if o["dtype"] == np.int8 else y
-    return out
 
 
 def tflite_info(content: bytes) -> dict:
@@ -222,16 +281,9 @@ def quantization_aware(model, train, x_val, y_val, cfg, rng, representative) -> 
     return qat, convert(qat, representative, int8=True), hist
 
 
-# --------------------------------------------------------------------------- one full fit
-def fit_and_export(cfg: dict, splits: dict, out: Path, init: Path | None = None, quiet_extras: bool = False) -> dict:
-    """Train (or fine-tune from ``init``), prune, convert, calibrate; write the model directory.
-    Returns a dict with the card, the stripped Keras model, prepared validation data and history."""
-    tf, keras, _ = tensorflow()
-    from training.net import build_model, macs
-
-    seed = cfg["seed"]
-    set_seeds(seed)
-    rng = np.random.default_rng(seed)
+# --------------------------------------------------------------------------- the stages
+def prepare_data(cfg: dict, splits: dict[str, WindowSet]) -> Data:
+    """Filter the training and validation windows for the network (known classes only in training)."""
     params = PreprocessParams.from_dict(cfg["preprocess"], "preprocess")
     ch, policy = cfg["data"]["channels"], cfg["model"]["channel_policy"]
     t0 = time.perf_counter()
@@ -240,60 +292,99 @@ def fit_and_export(cfg: dict, splits: dict, out: Path, init: Path | None = None,
     keep = train.y >= 0
     train = D.Prepared(train.x[keep], train.y[keep], splits["train"].subset(keep))
     x_val = D.to_model_input(val.x, params.clip)
-    log(f"prepared {len(train.x)} training and {len(val.x)} validation windows in {time.perf_counter() - t0:.1f} s")
+    seconds = time.perf_counter() - t0
+    log(f"prepared {len(train.x)} training and {len(val.x)} validation windows in {seconds:.1f} s")
+    return Data(splits, params, train, val, x_val, seconds)
 
-    model = build_model(ch, params.samples, len(CLASSES), cfg["model"])
-    history: list[dict] = []
+
+def fit(cfg: dict, data: Data, rng: np.random.Generator, init: Path | None = None) -> Fitted:
+    """Dense training from scratch, or fine-tuning of the model at ``init`` on the data."""
+    from training.net import build_model
+
+    model = build_model(cfg["data"]["channels"], data.params.samples, len(CLASSES), cfg["model"])
     if init is not None:
         model.load_weights(str(init / WEIGHTS))
         ft = cfg["finetune"]
         compile_model(model, ft["learning_rate"])
-        history += run_epochs(model, train, x_val, val.y, cfg, epochs=ft["epochs"], lr=ft["learning_rate"],
-                              patience=cfg["train"]["patience"], rng=rng, phase="finetune")
-        model, h, prune_info = prune(model, train, x_val, val.y, cfg, rng, ft["prune_epochs"],
-                                     ft["learning_rate"] / 2, constant=True)
+        hist = run_epochs(model, data.train, data.x_val, data.val.y, cfg, epochs=ft["epochs"],
+                          lr=ft["learning_rate"], patience=cfg["train"]["patience"], rng=rng, phase="finetune")
     else:
         lr = cfg["train"]["learning_rate"]
         compile_model(model, lr)
-        history += run_epochs(model, train, x_val, val.y, cfg, epochs=cfg["train"]["epochs"], lr=lr,
-                              patience=cfg["train"]["patience"], rng=rng, phase="dense")
-        model, h, prune_info = prune(model, train, x_val, val.y, cfg, rng, cfg["prune"]["epochs"], lr / 3)
-    history += h
-    train_seconds = time.perf_counter() - t0
+        hist = run_epochs(model, data.train, data.x_val, data.val.y, cfg, epochs=cfg["train"]["epochs"], lr=lr,
+                          patience=cfg["train"]["patience"], rng=rng, phase="dense")
+    return Fitted(model, tuple(hist))
+
+
+def prune_model(cfg: dict, data: Data, fitted: Fitted, rng: np.random.Generator, fine_tuned: bool,
+                t_start: float) -> Pruned:
+    """Magnitude pruning of the fitted model (a fine-tuned model keeps its sparsity from step 0)."""
+    if fine_tuned:
+        ft = cfg["finetune"]
+        model, hist, info = prune(fitted.model, data.train, data.x_val, data.val.y, cfg, rng, ft["prune_epochs"],
+                                  ft["learning_rate"] / 2, constant=True)
+    else:
+        model, hist, info = prune(fitted.model, data.train, data.x_val, data.val.y, cfg, rng,
+                                  cfg["prune"]["epochs"], cfg["train"]["learning_rate"] / 3)
+    seconds = time.perf_counter() - t_start
     sparsity = kernel_sparsity(model)
     log(f"pruned: {sparsity['overall']:.1%} of {sparsity['weights']} kernel weights are zero")
+    return Pruned(model, fitted.history + tuple(hist), info, sparsity["overall"], seconds)
 
-    rep = representative_set(train, cfg["quantize"]["representative"], params.clip, seed)
-    float_bytes = convert(model, rep, int8=False)
-    int8_bytes = convert(model, rep, int8=True)
-    f1_float = M.classification_metrics(val.y, tflite_logits(float_bytes, x_val).argmax(1))["macro_f1"]
-    val_logits = tflite_logits(int8_bytes, x_val)
-    f1_int8 = M.classification_metrics(val.y, val_logits.argmax(1))["macro_f1"]
+
+def export(cfg: dict, data: Data, pruned: Pruned, rng: np.random.Generator) -> Exported:
+    """Float and full-int8 TFLite (quantization-aware training when int8 loses too much validation macro-F1)."""
+    rep = representative_set(data.train, cfg["quantize"]["representative"], data.params.clip, cfg["seed"])
+    float_bytes = convert(pruned.model, rep, int8=False)
+    int8_bytes = convert(pruned.model, rep, int8=True)
+    y_val = data.val.y
+    f1_float = M.classification_metrics(y_val, tflite_logits(float_bytes, data.x_val).argmax(1))["macro_f1"]
+    val_logits = tflite_logits(int8_bytes, data.x_val)
+    f1_int8 = M.classification_metrics(y_val, val_logits.argmax(1))["macro_f1"]
     quant = {"method": "post-training full-integer", "val_macro_f1_float": f1_float, "val_macro_f1_int8": f1_int8}
+    history = pruned.history
     if f1_float - f1_int8 > cfg["quantize"]["max_f1_loss"] and cfg["quantize"]["qat_epochs"] > 0:
         log(f"int8 loses {f1_float - f1_int8:.4f} val macro-F1 (> {cfg['quantize']['max_f1_loss']}): "
             "quantization-aware training")
         try:
-            _, qat_bytes, qh = quantization_aware(model, train, x_val, val.y, cfg, rng, rep)
-            history += qh
-            qat_logits = tflite_logits(qat_bytes, x_val)
-            f1_qat = M.classification_metrics(val.y, qat_logits.argmax(1))["macro_f1"]
+            _, qat_bytes, qh = quantization_aware(pruned.model, data.train, data.x_val, y_val, cfg, rng, rep)
+            history += tuple(qh)
+            qat_logits = tflite_logits(qat_bytes, data.x_val)
+            f1_qat = M.classification_metrics(y_val, qat_logits.argmax(1))["macro_f1"]
             quant["qat_val_macro_f1_int8"] = f1_qat
             if f1_qat > f1_int8:
                 int8_bytes, val_logits, quant["method"] = qat_bytes, qat_logits, "quantization-aware training"
         except Exception as exc:  # QAT of some layer types is unsupported in tfmot; keep the PTQ model
             quant["qat_error"] = f"{type(exc).__name__}: {exc}"[:300]
             log(f"quantization-aware training failed ({quant['qat_error']}); keeping post-training int8")
+    return Exported(int8_bytes, float_bytes, val_logits, quant, tflite_info(int8_bytes), history)
 
-    temperature = M.fit_temperature(val_logits, val.y)
-    probs = M.softmax(val_logits, temperature)
-    threshold = M.unknown_threshold(probs, val.y, cfg["calibration"]["reject_fraction"])
-    info = tflite_info(int8_bytes)
+
+def calibrate(cfg: dict, data: Data, exported: Exported) -> Calibration:
+    """Temperature (validation NLL), the legacy confidence threshold, and every open-set score's rule
+    with its threshold rejecting the configured share of known validation windows."""
+    y_val = data.val.y
+    temperature = M.fit_temperature(exported.val_logits, y_val)
+    threshold = M.unknown_threshold(softmax(exported.val_logits, temperature), y_val,
+                                    cfg["calibration"]["reject_fraction"])
+    o = cfg["open_set"]
+    temps = {"msp": temperature, "energy": o["energy_temperature"], "max_logit": 1.0, "mahalanobis": 1.0}
+    candidates = {s: M.fit_open_set(exported.val_logits, y_val, s, o["reject_fraction"], t) for s, t in temps.items()}
+    rule = candidates[o["score"]]
+    log(f"calibrated: T={temperature:.3f}; open set: {rule.score} novelty > {rule.threshold:.4g} is unknown")
+    return Calibration(temperature, threshold, rule, candidates)
+
+
+def write_model(cfg: dict, data: Data, pruned: Pruned, exported: Exported, calibration: Calibration, out: Path,
+                init: Path | None = None) -> Trained:
+    """Write the int8 and float models, the Keras weights and the model card into ``out``."""
+    from training.net import macs
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / TFLITE).write_bytes(int8_bytes)
-    (out / FLOAT_TFLITE).write_bytes(float_bytes)
-    model.save_weights(str(out / WEIGHTS))
+    (out / TFLITE).write_bytes(exported.int8)
+    (out / FLOAT_TFLITE).write_bytes(exported.float)
+    pruned.model.save_weights(str(out / WEIGHTS))
+    splits, params = data.splits, data.params
     manifest = {name: manifest_of(ws) for name, ws in splits.items()}
     if cfg["data"]["source"] == "synthetic":
         from training.synthetic.generate import GENERATOR_VERSION
@@ -305,6 +396,7 @@ def fit_and_export(cfg: dict, splits: dict, out: Path, init: Path | None = None,
                            ("test", cfg["data"]["test"]), ("heldout", cfg["data"]["heldout"])):
             if name in manifest:
                 manifest[name]["source"] = path or f"held out of {cfg['data']['train']}"
+    info = exported.tflite
     card = {
         "format": CARD_FORMAT,
         "name": cfg["name"],
@@ -314,36 +406,49 @@ def fit_and_export(cfg: dict, splits: dict, out: Path, init: Path | None = None,
                   WEIGHTS: sha256_file(out / WEIGHTS)},
         "classes": list(CLASSES),
         "fs": params.fs,
-        "channels": ch,
+        "channels": cfg["data"]["channels"],
         "samples": params.samples,
-        "channel_policy": policy,
+        "channel_policy": cfg["model"]["channel_policy"],
         "input_layout": "(1, samples, channels) after edge.gateway.preprocess.preprocess",
         "preprocessing": params.to_dict(),
         "input_quantization": {"dtype": info["input"]["dtype"], "scale": info["input"]["scale"],
                                "zero_point": info["input"]["zero_point"]},
         "output_quantization": info["output"],
         "output": "logits; probabilities = softmax(logits / temperature)",
-        "temperature": temperature,
-        "unknown_threshold": threshold,
-        "unknown_rule": f"label 'unknown' when calibrated top probability < unknown_threshold (the "
+        "temperature": calibration.temperature,
+        "unknown_threshold": calibration.unknown_threshold,
+        "unknown_rule": f"gateways that read 'open_set' answer 'unknown' by that rule; older ones when the "
+                        f"calibrated top probability < unknown_threshold (the "
                         f"{cfg['calibration']['reject_fraction']:.0%} quantile of correct validation answers)",
+        "open_set": calibration.open_set.card(),
         "entropy": "Shannon entropy / log(number of classes)",
         "architecture": {k: cfg["model"][k] for k in ("filters", "kernels", "strides", "dropout")},
-        "parameters": int(model.count_params()),
-        "macs": macs(model),
-        "sparsity": sparsity["overall"],
+        "parameters": int(pruned.model.count_params()),
+        "macs": macs(pruned.model),
+        "sparsity": pruned.sparsity,
         "tflite_ops": info["ops"],
-        "quantization": quant,
-        "pruning": prune_info,
-        "seed": seed,
+        "quantization": exported.quantization,
+        "pruning": pruned.pruning,
+        "seed": cfg["seed"],
         "training_data": manifest,
-        "training_seconds": round(train_seconds, 1),
+        "training_seconds": round(pruned.train_seconds, 1),
         "fine_tuned_from": None if init is None else json.loads((init / CARD).read_text())["sha256"],
         "config": cfg,
         "metrics": {},
     }
     write_card(out, card)
-    return {"card": card, "model": model, "val": val, "x_val": x_val, "history": history, "train": train}
+    return Trained(out, card, pruned.model, data, exported.history, calibration)
+
+
+def fit_and_export(cfg: dict, splits: dict[str, WindowSet], out: Path, init: Path | None = None) -> Trained:
+    """The stages data -> fit -> prune -> export -> calibrate -> card, into the model directory ``out``."""
+    set_seeds(cfg["seed"])
+    rng = np.random.default_rng(cfg["seed"])
+    t0 = time.perf_counter()
+    data = prepare_data(cfg, splits)
+    pruned = prune_model(cfg, data, fit(cfg, data, rng, init), rng, init is not None, t0)
+    exported = export(cfg, data, pruned, rng)
+    return write_model(cfg, data, pruned, exported, calibrate(cfg, data, exported), out, init)
 
 
 def write_card(out: Path, card: dict) -> None:
@@ -365,30 +470,7 @@ def manifest_of(ws) -> dict:
     return m
 
 
-# --------------------------------------------------------------------------- evaluation of a written model
-def evaluate_model(model_path: str | Path, ws, classifier: Classifier | None = None) -> dict:
-    """The evaluation report of a model file on a WindowSet, through the gateway's Classifier."""
-    clf = classifier or Classifier(model_path)
-    known = np.isin(ws.labels, clf.classes)
-    if not known.any():
-        raise UserError(f"none of the windows carries a label the model knows ({', '.join(clf.classes)})")
-    ws = ws.subset(known)
-    logits = clf.logits_prepared(clf.prepare(ws.waveforms, ws.fs))
-    y = np.array([clf.classes.index(str(v)) for v in ws.labels])
-    rep = M.evaluate_logits(logits, y, clf.temperature, clf.threshold, ws.snr_db, ws.site, tuple(clf.classes))
-    rep["model"] = {"path": str(clf.tflite_path), **clf.identity, "input_dtype": clf.input_dtype.name}
-    return rep
-
-
-def open_set_report(model_path: str | Path, ws) -> dict:
-    """Answers of a model to windows of a family it never saw."""
-    clf = Classifier(model_path)
-    logits = clf.logits_prepared(clf.prepare(ws.waveforms, ws.fs))
-    rep = M.open_set(logits, clf.temperature, clf.threshold, tuple(clf.classes))
-    rep["family"] = sorted(set(ws.labels.tolist()))
-    return rep
-
-
+# --------------------------------------------------------------------------- stopewatch train
 def run(config_path: str | Path | None, out: str | Path, overrides: dict | None = None,
         init: str | Path | None = None, data: str | Path | None = None) -> dict:
     """``stopewatch train``: the full pipeline into ``out``; returns the model card."""
@@ -408,7 +490,7 @@ def run(config_path: str | Path | None, out: str | Path, overrides: dict | None 
         base = json.loads((init_path / CARD).read_text()).get("config", {})
         base = {k: v for k, v in base.items() if k in ("name", "version", "seed", "preprocess", "model", "train",
                                                          "augment", "prune", "finetune", "quantize",
-                                                         "calibration")}
+                                                         "calibration", "open_set")}
         base["model"] = {k: v for k, v in base.get("model", {}).items()}
         base["data"] = {"source": "files", "train": str(data),
                         "channels": json.loads((init_path / CARD).read_text())["channels"]}
@@ -430,7 +512,25 @@ def run(config_path: str | Path | None, out: str | Path, overrides: dict | None 
     log(f"data: {', '.join(f'{k} {len(v)}' for k, v in splits.items())} ({time.perf_counter() - t0:.0f} s)")
     if out.exists():
         shutil.rmtree(out / "plots", ignore_errors=True)
-    result = fit_and_export(cfg, splits, out, init=init_path)
-    card = write_report(cfg, splits, out, result)
+    card = write_report(cfg, fit_and_export(cfg, splits, out, init=init_path))
     log(f"wrote {out} ({time.perf_counter() - t0:.0f} s)")
     return card
+
+
+def target_summary(card: dict) -> tuple[str, list[str]]:
+    """The closing lines of ``stopewatch train``: each target met or MISSED with its figure (from the
+    card's metrics and its config's targets), and the keys of the missed ones."""
+    from training.report import check_targets
+
+    targets = check_targets(card.get("metrics", {}), card.get("config", {}).get("targets"))
+    lines, missed = ["targets:"], []
+    for t in targets:
+        state = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        v = t["measured"]
+        figure = "-" if v is None else (str(v) if isinstance(v, bool) else f"{v:.4f}")
+        lines.append(f"  {state:<12} {t['what']}: {figure} (target {t['target']})")
+        if t["met"] is False:
+            missed.append(t["key"])
+    lines.append(f"{len(targets) - len(missed)} of {len(targets)} targets met" +
+                 (f"; MISSED: {', '.join(missed)}" if missed else ""))
+    return "\n".join(lines), missed

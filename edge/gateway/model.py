@@ -3,7 +3,9 @@
 A model is a directory holding ``model.tflite`` (int8) and ``model_card.json``; the
 card states the input the model expects (channels, samples, rate, preprocessing,
 input quantization), the class order, the softmax temperature fitted on
-validation data and the confidence below which the answer is ``unknown``.
+validation data and when the answer is ``unknown``: an ``open_set`` rule (a novelty
+score of the logits and its threshold) or, on cards without one, the calibrated
+confidence below ``unknown_threshold``.
 
 TensorFlow is never imported here: the interpreter is ``ai_edge_litert``, then
 ``tflite_runtime``; ``tensorflow.lite`` is used only if neither is installed and
@@ -104,6 +106,8 @@ def validate_card(card: dict, where: str) -> dict:
     for k in ("scale", "zero_point"):
         if not isinstance(q.get(k), (int, float)):
             raise UserError(f"{where}: key 'input_quantization.{k}' missing or not a number")
+    if "open_set" in card:
+        validate_open_set(card["open_set"], len(classes), f"{where}: key 'open_set'")
     policy = card.get("channel_policy", "strict")
     if policy not in ("strict", "first", "zero_fill", "any"):
         raise UserError(f"{where}: key 'channel_policy' = {policy!r}; allowed: strict, first, zero_fill, any")
@@ -137,6 +141,86 @@ def normalised_entropy(p: np.ndarray) -> np.ndarray:
     return h / math.log(p.shape[-1])
 
 
+OPEN_SET_SCORES = ("msp", "energy", "max_logit", "mahalanobis")
+
+
+def validate_open_set(rule: dict, n_classes: int, where: str) -> dict:
+    """Check an ``open_set`` rule: a known score, a finite threshold, and the score's parameters."""
+    if not isinstance(rule, dict):
+        raise UserError(f"{where}: expected a table like {{\"score\": \"energy\", \"threshold\": ...}}")
+    if rule.get("score") not in OPEN_SET_SCORES:
+        raise UserError(f"{where}.score = {rule.get('score')!r}; allowed: {', '.join(OPEN_SET_SCORES)}")
+    for key in ("threshold", "temperature"):
+        v = rule.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise UserError(f"{where}.{key} = {v!r}; expected a finite number")
+    if not rule["temperature"] > 0:
+        raise UserError(f"{where}.temperature = {rule['temperature']}; must be > 0")
+    if rule["score"] == "mahalanobis":
+        means, prec = np.asarray(rule.get("means", []), float), np.asarray(rule.get("precision", []), float)
+        if means.shape != (n_classes, n_classes) or prec.shape != (n_classes, n_classes):
+            raise UserError(f"{where}: a mahalanobis rule needs 'means' and 'precision', both "
+                            f"{n_classes} x {n_classes} (classes x logits)")
+    return rule
+
+
+def novelty(logits: np.ndarray, rule: dict) -> np.ndarray:
+    """Open-set novelty of each logit row under ``rule`` (higher = less like the known classes).
+
+    msp: minus the top softmax(logits / T) probability; energy: -T * logsumexp(logits / T);
+    max_logit: minus the top logit; mahalanobis: squared distance to the nearest class mean of
+    the validation logits (shared covariance, ``precision`` its inverse)."""
+    z = np.asarray(logits, dtype=np.float64)
+    score, t = rule["score"], float(rule["temperature"])
+    if score == "msp":
+        return -softmax(z, t).max(axis=-1)
+    if score == "energy":
+        m = z.max(axis=-1, keepdims=True) / t
+        return -t * (m[..., 0] + np.log(np.exp(z / t - m).sum(axis=-1)))
+    if score == "max_logit":
+        return -z.max(axis=-1)
+    d = z[:, None, :] - np.asarray(rule["means"], dtype=np.float64)[None]  # (n, classes, logits)
+    return np.einsum("nki,ij,nkj->nk", d, np.asarray(rule["precision"], dtype=np.float64), d).min(axis=-1)
+
+
+def is_unknown(logits: np.ndarray, temperature: float, unknown_threshold: float,
+               open_set: dict | None = None) -> np.ndarray:
+    """Which logit rows are answered ``unknown``: novelty above the ``open_set`` rule's threshold, or,
+    for cards without a rule, calibrated top probability below ``unknown_threshold``."""
+    if open_set is None:
+        return softmax(logits, temperature).max(axis=-1) < unknown_threshold
+    return novelty(logits, open_set) > float(open_set["threshold"])
+
+
+def invoke_logits(interpreter, x: np.ndarray, details: tuple[dict, dict] | None = None) -> np.ndarray:
+    """Dequantized logits (n, classes) of model inputs (n, samples, channels), one window per invoke.
+    ``details`` = (input, output) tensor details, passed by callers that keep them (saves a lookup per call)."""
+    inp, out = details or (interpreter.get_input_details()[0], interpreter.get_output_details()[0])
+    in_dtype = np.dtype(inp["dtype"])
+    result = np.empty((x.shape[0], int(out["shape"][-1])), dtype=np.float32)
+    for i in range(x.shape[0]):
+        window = np.ascontiguousarray(x[i:i + 1])  # (1, samples, channels)
+        if in_dtype == np.int8:
+            window = quantize(window, *inp["quantization"])
+        interpreter.set_tensor(inp["index"], window.astype(in_dtype, copy=False))
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])[0]
+        if np.dtype(out["dtype"]) == np.int8:
+            y = dequantize(y, *out["quantization"])
+        result[i] = y
+    return result
+
+
+def tflite_logits(model: bytes | str | Path, x: np.ndarray) -> np.ndarray:
+    """Logits of model inputs (n, samples, channels) through a fresh one-thread interpreter of a
+    .tflite file or its bytes (training's check of a converted model)."""
+    kw = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
+    with _native_stderr_silenced():
+        it = load_interpreter_class()(num_threads=1, **kw)
+        it.allocate_tensors()
+    return invoke_logits(it, x)
+
+
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype=np.int8) -> np.ndarray:
     """Affine quantization q = round(x / scale) + zero_point, saturated to the integer type."""
     info = np.iinfo(dtype)
@@ -152,14 +236,16 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 @contextlib.contextmanager
 def _native_stderr_silenced():
     """Hide the interpreter's one-off native INFO line ("Created TensorFlow Lite XNNPACK delegate")
-    from the field technician's terminal; Python exceptions still carry their messages."""
+    from the field technician's terminal; Python exceptions still carry their messages. Native code
+    writes to descriptor 2 whatever Python's ``sys.stderr`` is, so that descriptor is the one muted."""
+    fd = 2
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stderr.flush()
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
+        saved = os.dup(fd)
+    except OSError:  # no descriptor 2 (a daemon started with it closed): nothing to mute
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, fd)
@@ -208,6 +294,7 @@ class Classifier:
         self.samples = int(self.card["samples"])
         self.temperature = float(self.card["temperature"])
         self.threshold = float(self.card["unknown_threshold"])
+        self.open_set: dict | None = self.card.get("open_set")
         self.channel_policy = self.card.get("channel_policy", "strict")
         interpreter_cls = load_interpreter_class()
         try:
@@ -244,34 +331,28 @@ class Classifier:
 
     def logits_prepared(self, x: np.ndarray) -> np.ndarray:
         """Dequantized logits (n, classes) of preprocessed windows (n, channels, samples)."""
-        inp, out = self._in, self._out
-        result = np.empty((x.shape[0], len(self.classes)), dtype=np.float32)
-        for i in range(x.shape[0]):
-            window = np.ascontiguousarray(x[i].T[None])  # (1, samples, channels)
-            if self.is_quantized:
-                scale, zp = inp["quantization"]
-                window = quantize(window, scale, zp)
-            self.interpreter.set_tensor(inp["index"], window.astype(self.input_dtype, copy=False))
-            self.interpreter.invoke()
-            y = self.interpreter.get_tensor(out["index"])[0]
-            if np.dtype(out["dtype"]) == np.int8:
-                y = dequantize(y, *out["quantization"])
-            result[i] = y
-        return result
+        return invoke_logits(self.interpreter, np.transpose(x, (0, 2, 1)), (self._in, self._out))
 
     def probabilities(self, waveforms: np.ndarray, fs: float) -> np.ndarray:
         """Calibrated class probabilities (n, classes) of raw windows."""
         return softmax(self.logits_prepared(self.prepare(waveforms, fs)), self.temperature)
 
-    def decide(self, probs: np.ndarray) -> list[Classification]:
-        """The classification of each probability row: label (or unknown), confidence, probabilities, entropy."""
+    def decide(self, probs: np.ndarray, logits: np.ndarray | None = None) -> list[Classification]:
+        """The classification of each probability row: label (or unknown), confidence, probabilities,
+        entropy. A card's ``open_set`` rule scores the logits; cards without one need only ``probs``."""
+        if self.open_set is not None and logits is None:
+            raise ValueError("this model's open-set rule scores logits: pass them to decide()")
+        if self.open_set is None:
+            unknown = np.asarray(probs).max(axis=-1) < self.threshold
+        else:
+            unknown = is_unknown(logits, self.temperature, self.threshold, self.open_set)
         ent = normalised_entropy(probs)
         out = []
-        for p, h in zip(probs, ent, strict=True):
+        for p, h, unk in zip(probs, ent, unknown, strict=True):
             k = int(np.argmax(p))
             conf = float(p[k])
             out.append(Classification(
-                label=self.classes[k] if conf >= self.threshold else UNKNOWN,
+                label=UNKNOWN if unk else self.classes[k],
                 confidence=round(conf, 6),
                 probabilities={c: round(float(v), 6) for c, v in zip(self.classes, p, strict=True)},
                 entropy=round(float(h), 6),
@@ -280,7 +361,8 @@ class Classifier:
 
     def classify(self, waveforms: np.ndarray, fs: float) -> list[Classification]:
         """Classify raw windows (n, channels, samples) at ``fs``; one :class:`Classification` per window."""
-        return self.decide(self.probabilities(waveforms, fs))
+        logits = self.logits_prepared(self.prepare(waveforms, fs))
+        return self.decide(softmax(logits, self.temperature), logits)
 
     @property
     def fs(self) -> float:
