@@ -71,11 +71,11 @@ def _place(x: np.ndarray, start: int, n: int) -> np.ndarray:
 
 
 def render_event(rng: np.random.Generator, ctx: Ctx, label: str, lead: int, span: int,
-                 info: dict | None = None) -> np.ndarray | None:
+                 **source: object) -> np.ndarray | None:
     """The class's signal as recorded by the site (channels, >= lead + 1), onset at index ``lead``;
-    None when the draw holds no transient (a quiet noise window)."""
-    kwargs = {"info": info} if label == "microseismic" and info is not None else {}
-    x, path = SYNTHS[label](rng, ctx, lead, span, **kwargs)
+    None when the draw holds no transient (a quiet noise window). ``source`` goes to the class's
+    synthesiser (e.g. ``magnitude``, ``mechanism``, ``info`` for microseismic events)."""
+    x, path = SYNTHS[label](rng, ctx, lead, span, **source)
     if path == "none":
         return None
     if path == "digital":

@@ -44,17 +44,20 @@ class Regime:
     machine_hz: tuple[float, float]
     scale: float  # time scale of machinery and noise transients
     rockfall_fc: tuple[float, float]
+    kappa: tuple[float, float]  # s: extra high-frequency decay near the sensor (damaged rock, site)
 
 
 REGIMES: dict[str, Regime] = {
     # Hard-rock mines, 2-20 kHz systems, Mw -3..1 at 30-1000 m.
     "high": Regime("high", (-3.0, 1.0), False, (3000.0, 3600.0), (1.65, 1.8), (0.1e6, 10e6), (30.0, 1000.0),
-                   (50.0, 400.0), (0.006, 0.035), (30.0, 6000.0), (0.03, 0.5), (80.0, 1500.0), (50.0, 1500.0),
-                   (20.0, 150.0), (20.0, 60.0), (400.0, 3500.0), (10.0, 300.0), (8.0, 400.0), 1.0, (30.0, 300.0)),
+                   (50.0, 400.0), (0.012, 0.04), (30.0, 6000.0), (0.03, 0.5), (80.0, 1500.0), (50.0, 1500.0),
+                   (20.0, 150.0), (20.0, 60.0), (400.0, 3500.0), (10.0, 300.0), (8.0, 400.0), 1.0, (30.0, 300.0),
+                   (0.0001, 0.0006)),
     # Coal, open-pit and regional mine networks, 250-1000 Hz, ML -1..2 at 0.2-5 km in softer rock.
     "low": Regime("low", (-1.0, 2.0), True, (1800.0, 3000.0), (1.7, 2.0), (0.01e6, 1e6), (200.0, 5000.0),
                   (50.0, 300.0), (0.25, 1.4), (3.0, 120.0), (0.4, 3.0), (3.0, 40.0), (300.0, 5000.0),
-                  (2.0, 20.0), (8.0, 45.0), (40.0, 220.0), (30.0, 800.0), (2.0, 80.0), 4.0, (2.0, 25.0)),
+                  (2.0, 20.0), (8.0, 45.0), (40.0, 220.0), (30.0, 800.0), (2.0, 80.0), 4.0, (2.0, 25.0),
+                  (0.0005, 0.003)),
 }
 
 
@@ -124,6 +127,15 @@ def seismic_moment(mw: float) -> float:
 def moment_magnitude(magnitude: float, local: bool) -> float:
     """Mw from the regime's magnitude; small local magnitudes under-read Mw (ML scale steepens)."""
     return 0.67 * magnitude + 0.6 if local else magnitude
+
+
+def draw_magnitude(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    """Half uniform (every size represented), half Gutenberg-Richter with b = 1 (small ones dominate)."""
+    lo, hi = bounds
+    if rng.random() < 0.5:
+        return float(rng.uniform(lo, hi))
+    u = rng.random()
+    return float(lo - math.log10(1.0 - u * (1.0 - 10 ** -(hi - lo))))
 
 
 @dataclass
@@ -206,7 +218,8 @@ def _path(rng: np.random.Generator, reg: Regime, distance: float) -> tuple[float
     qp = loguniform(rng, *reg.q)
     qs = qp * rng.uniform(0.6, 1.2)
     tp, ts = distance / vp, distance / beta
-    return tp, ts, tp / qp, ts / qs
+    kappa = rng.uniform(*reg.kappa)
+    return tp, ts, tp / qp + kappa, ts / qs + kappa
 
 
 # -- microseismic -----------------------------------------------------------------------------------
@@ -224,6 +237,7 @@ def _rupture(rng: np.random.Generator, ctx: Ctx, n: int, t0: float, magnitude: f
     qp = loguniform(rng, *reg.q)
     qs = qp * rng.uniform(0.6, 1.2)
     tp, ts = distance / vp, distance / beta
+    kappa = rng.uniform(*reg.kappa)
     if mechanism == "double_couple":
         moment = double_couple(rng)
     elif mechanism == "implosive":
@@ -237,9 +251,9 @@ def _rupture(rng: np.random.Generator, ctx: Ctx, n: int, t0: float, magnitude: f
     tc = np.interp(magnitude, reg.magnitude, reg.coda_s) * rng.uniform(0.7, 1.4)
     f_ref = fs / 2
     phases = [
-        Phase(t0, scale * brune_velocity(f, fc_p) * q_operator(f, tp / qp, f_ref), p_pol,
+        Phase(t0, scale * brune_velocity(f, fc_p) * q_operator(f, tp / qp + kappa, f_ref), p_pol,
               0.6 * tc, rng.uniform(0.2, 0.8), 0.5),
-        Phase(t0 + ts - tp, scale * brune_velocity(f, fc_s) * q_operator(f, ts / qs, f_ref), s_vec,
+        Phase(t0 + ts - tp, scale * brune_velocity(f, fc_s) * q_operator(f, ts / qs + kappa, f_ref), s_vec,
               tc, rng.uniform(0.5, 2.5), 0.6),
     ]
     if info is not None and "p_index" not in info:
@@ -254,7 +268,7 @@ def microseismic(rng: np.random.Generator, ctx: Ctx, lead: int, span: int, magni
     closure, or opening crack), Q attenuation, S-P delay and scattered coda; sometimes a second event."""
     reg, fs = ctx.regime, ctx.fs
     if magnitude is None:
-        magnitude = rng.uniform(*reg.magnitude)
+        magnitude = draw_magnitude(rng, reg.magnitude)
     if mechanism is None:
         mechanism = str(rng.choice(["double_couple", "implosive", "opening"], p=[0.65, 0.27, 0.08]))
     distance = loguniform(rng, *reg.distance)
