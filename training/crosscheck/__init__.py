@@ -8,18 +8,18 @@ Physics choices
 ---------------
 Sources. A microseismic event is a point moment tensor with a Brune (omega-squared) far-field
 displacement pulse, u(t) = t exp(-t/tau)/tau^2, whose spectrum 1/(1 + i f/f_c)^2 falls as f^-2 above
-the corner. The S corner follows Brune, f_c = 0.37 beta (16 dsigma / 7 M0)^(1/3) with
-M0 = 10^(1.5 Mw + 9.1) N m; the P corner sits 1.2-1.7 times higher. Magnitudes are drawn half
-uniformly (every size represented) and half from Gutenberg-Richter with b = 1 (small events dominate). The tensor is a random double couple,
-an implosive closing crack -(lambda I + 2 mu n n') with a little double couple (stope and pillar
-closure: P compressive nowhere, so the first motion is dilatational in every direction), or
-occasionally an opening crack. The P amplitude on a ray gamma is gamma'M gamma along gamma; S is the
-transverse part of M gamma. Far-field amplitudes scale as 1/v^3, so S is about (vp/vs)^3 ~ 5 times P
-for equal radiation, yet near an S nodal direction P dominates. Each phase travels with a causal
-constant-Q operator exp(-pi f t*) (t* = travel time / Q + a small near-sensor kappa, with the
-logarithmic dispersion of a causal Q), so the observed peak falls below f_c, and is followed by an exponentially decaying scattered coda with the
-same spectrum, less polarised than the direct wave. One window in seven holds a second, smaller
-event of the same cluster.
+the corner. The S corner follows Brune, f_c = 0.37 beta (16 dsigma / 7 M0)^(1/3) with M0 = 10^(1.5
+Mw + 9.1) N m; the P corner sits 1.2-1.7 times higher. Magnitudes are drawn half uniformly (every
+size represented) and half from Gutenberg-Richter with b = 1 (small events dominate). The tensor is
+a random double couple, an implosive closing crack -(lambda I + 2 mu n n') with a little double
+couple (stope and pillar closure: P compressive nowhere, so the first motion is dilatational in
+every direction), or occasionally an opening crack. The P amplitude on a ray gamma is gamma'M gamma
+along gamma; S is the transverse part of M gamma. Far-field amplitudes scale as 1/v^3, so S is about
+(vp/vs)^3 ~ 5 times P for equal radiation, yet near an S nodal direction P dominates. Each phase
+travels with a causal constant-Q operator exp(-pi f t*) (t* = travel time / Q + a small near-sensor
+kappa, with the logarithmic dispersion of a causal Q), so the observed peak falls below f_c, and is
+followed by an exponentially decaying scattered coda with the same spectrum, less polarised than the
+direct wave. One window in seven holds a second, smaller event of the same cluster.
 
 Blasts repeat one compressional pulse through a delay pattern: underground rounds fire 3-15 delay
 numbers 17-100 ms apart with 1-3 charges each; surface benches fire rows and holes for up to several
