@@ -244,7 +244,7 @@ def generate_stream(seconds: float, seed: int, *, fs: float = 10000.0, channels:
     onsets, labels, snrs = [], [], []
     rate = events_per_minute / 60.0
     guard = max(2.0, 1.5 * reg.scale)
-    t_next = rng.exponential(1 / rate) if rate > 0 else math.inf
+    t_next = 1.0 + rng.exponential(1 / rate) if rate > 0 else math.inf  # room for the first event's lead
     k = 0
     while rate > 0 and t_next < seconds - 1.0:
         if k % len(classes) == 0:  # every class once per round, in a fresh order
@@ -252,7 +252,7 @@ def generate_stream(seconds: float, seed: int, *, fs: float = 10000.0, channels:
         label = classes[order[k % len(classes)]]
         k += 1
         lo, hi = _STREAM_SPAN_S[label]
-        span = int(rng.uniform(lo, hi) * (reg.scale if label not in ("microseismic", "blast") else 1) * fs)
+        span = int(rng.uniform(lo, hi) * math.sqrt(reg.scale) * fs)
         if label in ("microseismic", "blast"):
             span = int((0.8 if regime == "high" else 6.0) * fs)
         lead = int(min(0.5 * guard, 0.5) * fs)
