@@ -335,13 +335,14 @@ class ChainBackground:
             level = self.ground_rms * 10.0 ** (db / 20.0)
             rows += [(len(fundamentals) - 1, h, level * 10.0 ** (r / 20.0)) for h, r in enumerate(rel, start=1)]
         keep = [i for i, (k, h, _) in enumerate(rows) if h * fundamentals[k][0] < 0.48 * fs]
-        self._is_mains = np.array([i < n_mains for i in keep], dtype=bool)
+        self._n_mains = sum(i < n_mains for i in keep)
         rows = [rows[i] for i in keep]
         self._fundamentals = np.array(fundamentals)
         self._fm_phase = rng.uniform(0.0, 2 * np.pi, len(fundamentals))
         self._rows = [(k, h) for k, h, _ in rows]
         through_aa = np.array([np.interp(h * fundamentals[k][0], nyq_f, aa_mag) for k, h, _ in rows])
-        spread = np.where(self._is_mains[:, None], rng.uniform(0.6, 1.0, (len(rows), channels)),
+        is_mains = (np.arange(len(rows)) < self._n_mains)[:, None]
+        spread = np.where(is_mains, rng.uniform(0.6, 1.0, (len(rows), channels)),
                           rng.uniform(0.3, 1.0, (len(rows), channels)))
         amp = (np.array([a for _, _, a in rows]) * through_aa)[:, None] * spread
         phase = rng.uniform(0, 2 * np.pi, (len(rows), channels))
@@ -401,17 +402,27 @@ class ChainBackground:
             phase = 2 * np.pi * f0[:, None] * (tt[None, :] + (swing * period / (2 * np.pi))[:, None] * np.sin(arg))
             base = np.exp(1j * phase)
             z = np.empty((len(self._rows), n), dtype=complex)
-            for k in range(base.shape[0]):  # harmonics by repeated multiplication (cheaper than exp each)
-                wanted = {h: row for row, (kk, h) in enumerate(self._rows) if kk == k}
-                power = base[k]
-                for h in range(1, max(wanted, default=0) + 1):
-                    if h > 1:
-                        power = power * base[k]
-                    if h in wanted:
-                        z[wanted[h]] = power
-            m = self._is_mains
-            mains = self._tone_sin[:, m] @ z[m].imag + self._tone_cos[:, m] @ z[m].real
-            machinery = self._tone_sin[:, ~m] @ z[~m].imag + self._tone_cos[:, ~m] @ z[~m].real
+            for k, b in enumerate(base):  # harmonics by multiplying up from the one below: cheaper than exp
+                powers = {1: b}
+
+                def power(d: int, powers: dict = powers, b: np.ndarray = b) -> np.ndarray:
+                    if d not in powers:
+                        half = power(d // 2)
+                        powers[d] = half * half * b if d % 2 else half * half
+                    return powers[d]
+
+                below, h_below = None, 0
+                for row, (kk, h) in enumerate(self._rows):
+                    if kk != k:
+                        continue
+                    if below is None:
+                        z[row] = power(h)
+                    else:
+                        np.multiply(z[below], power(h - h_below), out=z[row])
+                    below, h_below = row, h
+            m = self._n_mains  # mains rows come first
+            mains = self._tone_sin[:, :m] @ z[:m].imag + self._tone_cos[:, :m] @ z[:m].real
+            machinery = self._tone_sin[:, m:] @ z[m:].imag + self._tone_cos[:, m:] @ z[m:].real
             x = (x + machinery) * self._level(t) + mains
         else:
             x = x * self._level(t)
