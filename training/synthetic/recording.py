@@ -245,6 +245,18 @@ def aa_response(family: str, order: int, ripple_db: float, stop_db: float, corne
     return h
 
 
+def aa_at(chain: RecordingChain, hz: np.ndarray, fs: float) -> np.ndarray:
+    """The chain's anti-alias response at the frequencies ``hz`` (for lines, without a whole grid)."""
+    design = aa_design(chain.aa_family, chain.aa_order, chain.aa_ripple_db, chain.aa_stop_db, chain.aa_corner)
+    z1 = np.exp(-2j * np.pi * np.asarray(hz, dtype=float) / fs)
+    if chain.aa_family == "fir":
+        return np.polyval(design[::-1], z1)
+    h = np.ones(z1.shape, dtype=complex)
+    for b0, b1, b2, a0, a1, a2 in design:
+        h *= _biquad((b0, b1, b2), (a0, a1, a2), z1)
+    return h
+
+
 def _chain_aa(chain: RecordingChain, n: int) -> np.ndarray:
     return aa_response(chain.aa_family, chain.aa_order, chain.aa_ripple_db, chain.aa_stop_db, chain.aa_corner, n)
 
@@ -319,8 +331,6 @@ class ChainBackground:
         self._t0 = rng.uniform(0.0, chain.level_period_s)  # where in the shift cycle the record starts
         self._level_phase = rng.uniform(0.0, 2 * np.pi)
         self._n = 0
-        aa_mag = np.abs(_chain_aa(chain, 4096))
-        nyq_f = np.linspace(0.0, 0.5 * fs, aa_mag.size)
 
         # Lines as (fundamental index, harmonic, amplitude); fundamentals as (hz, relative swing, period s).
         fundamentals: list[tuple[float, float, float]] = []
@@ -340,7 +350,7 @@ class ChainBackground:
         self._fundamentals = np.array(fundamentals)
         self._fm_phase = rng.uniform(0.0, 2 * np.pi, len(fundamentals))
         self._rows = [(k, h) for k, h, _ in rows]
-        through_aa = np.array([np.interp(h * fundamentals[k][0], nyq_f, aa_mag) for k, h, _ in rows])
+        through_aa = np.abs(aa_at(chain, np.array([h * fundamentals[k][0] for k, h, _ in rows]), fs))
         is_mains = (np.arange(len(rows)) < self._n_mains)[:, None]
         spread = np.where(is_mains, rng.uniform(0.6, 1.0, (len(rows), channels)),
                           rng.uniform(0.3, 1.0, (len(rows), channels)))
