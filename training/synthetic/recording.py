@@ -218,7 +218,9 @@ def peaking_biquad(hz: float, q: float, gain_db: float, fs: float) -> tuple[tupl
             (1 + alpha / big_a, -2 * np.cos(w), 1 - alpha / big_a))
 
 
-@lru_cache(maxsize=256)
+# The anti-alias designs are a finite set (sites.AA_DESIGNS x the corner grid, 512 of them): cache them all,
+# and their responses on one window grid (~50 kB each).
+@lru_cache(maxsize=1024)
 def aa_design(family: str, order: int, ripple_db: float, stop_db: float, corner: float) -> np.ndarray:
     """Anti-alias filter, corner a fraction of Nyquist: IIR second-order sections, or FIR taps."""
     if family == "butter":
@@ -232,7 +234,7 @@ def aa_design(family: str, order: int, ripple_db: float, stop_db: float, corner:
     raise ValueError(f"unknown anti-alias family {family!r}")
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=640)
 def aa_response(family: str, order: int, ripple_db: float, stop_db: float, corner: float, n: int) -> np.ndarray:
     """The anti-alias filter's complex response on the rfft grid of ``n`` samples (any sampling rate)."""
     design = aa_design(family, order, ripple_db, stop_db, corner)
