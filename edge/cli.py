@@ -82,8 +82,10 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
                    "or a directory that gets stream.npz")
     g.add_argument("--count", type=int, help="number of windows")
     g.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes")
-    g.add_argument("--sites", help="comma-separated site profiles, or 'train', 'heldout', 'all' (default train)")
-    g.add_argument("--site", help="site profile of a --stream file (default: the first training site)")
+    g.add_argument("--sites", help="comma-separated site profiles, or 'train', 'heldout', 'all' (default train); "
+                   "'wide' / 'wide-heldout': every window draws its own recording chain (training / held-out region)")
+    g.add_argument("--site", help="site profile of a --stream file, or 'wide' / 'wide-heldout' for one drawn "
+                   "recording chain (default: the first training site)")
     g.add_argument("--fs", type=float, default=4000.0, help="sampling rate in Hz (default 4000)")
     g.add_argument("--channels", type=int, default=3, choices=(1, 3), help="3 = triaxial (Z,N,E), 1 = uniaxial")
     g.add_argument("--samples", type=int, default=4096, help="samples per window (default 4096)")

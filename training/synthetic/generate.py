@@ -20,8 +20,18 @@ from edge.formats import WINDOWS_FORMAT, Stream, WindowSet, write_manifest, writ
 from edge.vocabulary import CLASSES
 from firmware_bridge.clock import iso_utc
 from training.synthetic import sources
-from training.synthetic.recording import Background, digitise, record, snr_gain
-from training.synthetic.sites import HELDOUT_SITES, SITES, TRAIN_SITES, SiteProfile, resolve_sites
+from training.synthetic.recording import digitise, make_background, record, snr_gain
+from training.synthetic.sites import (
+    HELDOUT_SITES,
+    SITES,
+    TRAIN_SITES,
+    WIDE,
+    WIDE_SITES,
+    RecordingChain,
+    SiteProfile,
+    draw_chain,
+    resolve_sites,
+)
 
 GENERATOR_VERSION = "1.0.0"
 ONSET_S = 0.25  # first energy ~0.25 s after the window opens ...
@@ -56,7 +66,7 @@ def _grid(fs: float, n: int) -> sources.Grid:
 
 
 def make_source(family: str, rng: np.random.Generator, grid: sources.Grid, onset_s: float,
-                site: SiteProfile, allow_ongoing: bool = True) -> sources.Source:
+                site: SiteProfile | RecordingChain, allow_ongoing: bool = True) -> sources.Source:
     """Draw one ``family`` source on ``grid`` with its first energy at ``onset_s`` (buffer time)."""
     if family == "electrical":
         return sources.electrical(rng, grid, onset_s, site.mains_hz)
@@ -75,7 +85,7 @@ def _to_channels(rec: np.ndarray, channels: int, common_mode: bool, rng: np.rand
     return (axis @ rec)[None, :]
 
 
-def recorded_event(family: str, rng: np.random.Generator, site: SiteProfile, fs: float, channels: int,
+def recorded_event(family: str, rng: np.random.Generator, site: SiteProfile | RecordingChain, fs: float, channels: int,
                    n: int, onset_s: float, allow_ongoing: bool = True) -> tuple[np.ndarray, sources.Source]:
     """A clean (noise-free) recording of one source: through the site's sensor, on ``channels``."""
     src = make_source(family, rng, _grid(fs, n), onset_s, site, allow_ongoing)
@@ -83,28 +93,41 @@ def recorded_event(family: str, rng: np.random.Generator, site: SiteProfile, fs:
     # circular sensor filter would wrap that step's ringing round to the start. Callers discard the tail.
     fade = min(int(0.1 * fs), n // 8)
     src.signal[:, n - fade:] *= np.linspace(1.0, 0.0, fade)
-    rec = record(site.name, fs, src.signal, src.through_sensor)
+    rec = record(site, fs, src.signal, src.through_sensor)
     return _to_channels(rec, channels, not src.through_sensor, rng), src
 
 
-def synthesize_window(rng: np.random.Generator, family: str, site_name: str, fs: float = 4000.0,
+def resolve_profile(site_name: str | RecordingChain, rng: np.random.Generator) -> SiteProfile | RecordingChain:
+    """A named profile, a given chain, or for ``wide``/``wide-heldout`` a chain drawn from ``rng``."""
+    if isinstance(site_name, RecordingChain):
+        return site_name
+    if site_name in WIDE_SITES:
+        return draw_chain(rng, WIDE, WIDE_SITES[site_name])
+    return SITES[site_name]
+
+
+def synthesize_window(rng: np.random.Generator, family: str, site_name: str | RecordingChain, fs: float = 4000.0,
                       channels: int = 3, samples: int = 4096, snr_db: float = 10.0,
                       onset_s: float | None = None) -> tuple[np.ndarray, dict]:
     """One recorded window (channels, samples) float32 of ``family`` at ``site_name`` and ``snr_db``.
 
-    Returns the window and what made it: onset sample, clean event (before noise), source parameters.
+    ``site_name`` is a named profile, ``wide``/``wide-heldout`` (a chain drawn for this window) or a
+    drawn :class:`RecordingChain`. Returns the window and what made it: onset sample, clean event
+    (before the digitiser), source parameters, and the chain where one was drawn.
     """
-    site = SITES[site_name]
+    site = resolve_profile(site_name, rng)
     duration = samples / fs
     if onset_s is None:
         centre = ONSET_S if duration >= 2 * ONSET_S else duration / 4
         onset_s = centre + rng.uniform(-ONSET_JITTER_S, ONSET_JITTER_S) * min(1.0, duration / 1.024)
     pad = max(samples // 4, int(0.3 * fs))
     n = samples + 2 * pad
-    background = Background(site, fs, channels, rng)
+    background = make_background(site, fs, channels, rng)
     noise = background.block(n)[:, pad:pad + samples]
     noise_rms = float(np.sqrt(np.mean(noise**2)))
-    meta: dict = {"family": family, "site": site_name, "onset": int(round(onset_s * fs)), "snr_db": snr_db}
+    meta: dict = {"family": family, "site": site.name, "onset": int(round(onset_s * fs)), "snr_db": snr_db}
+    if isinstance(site, RecordingChain):
+        meta["chain"] = site
     x = noise
     clean = np.zeros_like(noise)
     if family == "noise":
@@ -118,7 +141,7 @@ def synthesize_window(rng: np.random.Generator, family: str, site_name: str, fs:
         rec = rec[:, pad:pad + samples]
         clean = snr_gain(rec, noise_rms, snr_db) * rec
         x = noise + clean
-        meta["onset"] = src.onset - pad
+        meta["onset"] = src.onset - pad + getattr(site, "delay_samples", 0)
         # Sample positions in the source's metadata refer to the padded grid: make them window positions.
         meta["source"] = {k: (np.asarray(v) - pad).tolist() if k.endswith(("_sample", "_samples")) else v
                           for k, v in src.meta.items()}
@@ -213,7 +236,9 @@ def write_window_dataset(out: str | Path, count: int, seed: int, sites: list[str
         "channel_names": ["Z", "N", "E"] if channels == 3 else ["axis"],
         "classes": list(fams),
         "class_counts": {f: int(np.sum(labels == f)) for f in fams},
-        "sites": {name: SITES[name].as_dict() for name in site_names},
+        "sites": {name: SITES[name].as_dict() if name in SITES else {"region": WIDE_SITES[name],
+                                                                     "chain": "drawn per window"}
+                  for name in site_names},
         "train_sites": list(TRAIN_SITES), "heldout_sites": list(HELDOUT_SITES),
         "snr_db": list(snr_db),
         "snr_definition": "RMS of the event over its 5-95% energy span / RMS of the background (dB); "
@@ -221,6 +246,10 @@ def write_window_dataset(out: str | Path, count: int, seed: int, sites: list[str
         "parameter_ranges": PARAMETER_RANGES,
         "shards": shards,
     }
+    wide = [name for name in site_names if name in WIDE_SITES]
+    if wide:  # each window drew its own recording chain from this distribution
+        manifest["site_distribution"] = WIDE.as_dict()
+        manifest["site_regions"] = {name: WIDE_SITES[name] for name in wide}
     write_manifest(out, manifest)
     return manifest
 

@@ -8,8 +8,8 @@ from edge.errors import UserError
 from edge.vocabulary import CLASSES
 from firmware_bridge.sources import overlay
 from training.synthetic.generate import recorded_event
-from training.synthetic.recording import Background, digitise, snr_gain
-from training.synthetic.sites import SITES, TRAIN_SITES
+from training.synthetic.recording import digitise, make_background, snr_gain
+from training.synthetic.sites import SITES, TRAIN_SITES, WIDE, WIDE_SITES, draw_chain
 
 # How long each family lasts in a stream (s); drilling and machinery go on for a while.
 DURATION_S = {"microseismic": (0.8, 0.8), "blast": (1.6, 1.6), "electrical": (0.8, 0.8),
@@ -21,6 +21,9 @@ GAP_S = 1.5  # quiet time between the end of one event and the next onset
 class StreamSynth:
     """Continuous background of one site with events at random times (Poisson, ``rate_per_min``).
 
+    ``site`` is a named profile, or ``wide``/``wide-heldout``: one recording chain drawn for the whole
+    stream, whose background level and machinery tones drift over time.
+
     :meth:`next_block` returns (channels, n) float32 in physical units and the events whose onset
     falls in that block, as ``{"sample", "label", "snr_db"}`` with the absolute onset sample.
     """
@@ -29,16 +32,19 @@ class StreamSynth:
                  families: list[str] | tuple[str, ...] = CLASSES, snr_db: tuple[float, float] = (-3.0, 30.0),
                  rate_per_min: float = 6.0, start_time: str = "2026-01-01T00:00:00.000000Z"):
         site = site or TRAIN_SITES[0]
-        if site not in SITES:
-            raise UserError(f"--site = {site!r}; allowed: {', '.join(SITES)}")
+        if site not in SITES and site not in WIDE_SITES:
+            raise UserError(f"--site = {site!r}; allowed: {', '.join((*SITES, *WIDE_SITES))}")
         if rate_per_min < 0:
             raise UserError(f"--events-per-min = {rate_per_min:g}; expected zero or more")
-        self.site, self.fs, self.channels = SITES[site], fs, channels
+        self.fs, self.channels = fs, channels
         self.families = [f for f in families if f != "noise"]  # the background is the noise
         self.snr_db, self.rate_per_min, self.start_time = snr_db, rate_per_min, start_time
         self.channel_names = ["Z", "N", "E"] if channels == 3 else ["Z"]
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x57EA]))
-        self.background = Background(self.site, fs, channels, self.rng)
+        self.site = SITES[site] if site in SITES else draw_chain(self.rng, WIDE, WIDE_SITES[site])
+        self.background = make_background(self.site, fs, channels, self.rng, endless=True)
+        if channels == 3 and getattr(self.site, "orientation", "ZNE") != "ZNE":
+            self.channel_names = ["Z", "1", "2"]  # horizontals at an arbitrary azimuth
         self.noise_rms = self.background.rms
         self.position = 0
         self._pending: list[tuple[int, np.ndarray]] = []
@@ -62,7 +68,7 @@ class StreamSynth:
         snr = float(self.rng.uniform(*self.snr_db))
         self._pending.append((onset - int(PRE_S * self.fs), snr_gain(rec, self.noise_rms, snr) * rec))
         self._next_onset = self._draw_onset(onset + n + int(GAP_S * self.fs))
-        return {"sample": onset, "label": family, "snr_db": snr}
+        return {"sample": onset + getattr(self.site, "delay_samples", 0), "label": family, "snr_db": snr}
 
     def next_block(self, n: int) -> tuple[np.ndarray, list[dict]]:
         """The next ``n`` samples and the ground truth of events starting in them."""
