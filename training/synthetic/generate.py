@@ -57,7 +57,7 @@ def parameter_ranges(regime: str = "high") -> dict:
                      "already_running": 0.35},
         "electrical": {"kinds": ["mains_burst (clean, clipped, chopped)", "switching (step, decay)", "lc_ringing",
                                  "pulse_train (square, bipolar, AC-coupled)"],
-                       "burst_s": [0.05 * slow, 0.6 * slow], "switching_tau_ms": [0.3, 1000],
+                       "burst_s": [0.05 * slow, 0.6 * slow], "switching_tau_ms": [0.3, 300],
                        "lc_q": [5, 50], "channel_gain_sd": [0.01, 0.3], "channel_sign_flip": 0.2},
         "mechanical": {"f1_hz": [8, 120], "rise_s": [0.15 * slow, 0.7 * slow], "drift": [0.005, 0.03],
                        "run_up_tau_s": [0.1 * slow, 0.5 * slow], "run_down_tau_s": [0.2 * slow, 1.0 * slow],

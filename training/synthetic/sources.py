@@ -571,14 +571,14 @@ def mains_burst(rng: np.random.Generator, grid: Grid, onset: float, ctx: Context
 
 
 def switching(rng: np.random.Generator, grid: Grid, onset: float, ctx: Context) -> Source:
-    """Switching transients: steps that decay through the AC coupling, or fast exponential spikes."""
+    """Switching transients: steps that decay through the AC coupling (0.5-10 Hz corner), or fast spikes."""
     t = grid.t - onset
     style = ("step", "decay")[int(rng.integers(2))]
     x = np.zeros(grid.n)
     starts = np.concatenate([[0.0], rng.uniform(0.005, 0.3 * ctx.regime.slow, int(rng.integers(0, 3)))])
     for t0 in starts:
         dt = np.maximum(t - t0, 0.0)
-        tau = _log_uniform(rng, 0.03, 1.0) if style == "step" else _log_uniform(rng, 3e-4, 3e-2)
+        tau = _log_uniform(rng, 0.016, 0.3) if style == "step" else _log_uniform(rng, 3e-4, 3e-2)
         x += rng.uniform(0.3, 1.0) * rng.choice([-1.0, 1.0]) * np.where(t >= t0, np.exp(-dt / tau), 0.0)
     return _common_mode(rng, grid, onset, x, {"kind": "switching", "style": style, "transients": int(starts.size)},
                         rng.uniform(0.01, 0.3), 0.2)
