@@ -324,16 +324,22 @@ def swarm(rng: np.random.Generator, grid: Grid, onset: float, ctx: Context) -> S
 
 
 # --------------------------------------------------------------------------- blasts
-def _blast(rng: np.random.Generator, grid: Grid, onset: float, ctx: Context, holes: int, scatter: float,
-           misfire_p: float = 0.0, air_p: float = 0.0, decks: int = 1) -> Source:
-    """Delay-fired charges (P-dominant pulses at 17-100 ms), with misfires, decks and an air blast."""
+def blast_pattern(rng: np.random.Generator, grid: Grid, onset: float, ctx: Context, holes: int, scatter: float,
+                  misfire_p: float = 0.0, air_p: float = 0.0, decks: int = 1) -> Source:
+    """Delay-fired charges (P-dominant pulses at 17-100 ms), with misfires, decks and an air blast.
+
+    Misfires and the air blast draw from their own streams, so the same ``rng`` state gives the same
+    blast with or without them (``misfire_p``/``air_p`` of 0 or 1 isolate their effect).
+    """
     reg, f = ctx.regime, grid.f
+    misfire_rng, air_rng = (np.random.default_rng(int(k)) for k in rng.integers(0, 2**63, 2))
     delay = rng.uniform(0.017, 0.100)
     steps = delay * np.clip(1.0 + rng.normal(0.0, scatter, holes - 1), 0.3, None)
     design = onset + np.concatenate([[0.0], np.cumsum(steps)])
     fired = np.ones(holes, dtype=bool)
-    if holes >= 3 and rng.random() < misfire_p:  # cut-offs and dead detonators: charges that never fire
-        missing = rng.choice(np.arange(1, holes), size=int(rng.integers(1, max(1, holes // 4) + 1)), replace=False)
+    if holes >= 3 and misfire_rng.random() < misfire_p:  # cut-offs and dead detonators: charges that never fire
+        missing = misfire_rng.choice(np.arange(1, holes), size=int(misfire_rng.integers(1, max(1, holes // 4) + 1)),
+                                     replace=False)
         fired[missing] = False
     k = np.arange(holes)
     amps = (1.0 - np.exp(-(k + 1) / rng.uniform(0.7, 2.5))) * rng.uniform(0.75, 1.0, holes)
@@ -367,14 +373,14 @@ def _blast(rng: np.random.Generator, grid: Grid, onset: float, ctx: Context, hol
     meta: dict = {"holes": holes, "charges": int(times.size), "misfires": int(np.sum(~fired)),
                   "delay_s": delay, "delay_scatter": scatter, "decks": decks, "mw": mw, "distance_m": dist,
                   "charge_samples": np.round(np.sort(times) * grid.fs).astype(int).tolist(), "air_blast": False}
-    if rng.random() < air_p:  # the overpressure reaches the sensor through the drifts, later, at low frequency
+    if air_rng.random() < air_p:  # the overpressure reaches the sensor through the drifts, later, at low frequency
         room = grid.t[-1] - 0.1 * grid.t[-1] - onset
-        t_air = rng.uniform(0.1, 0.6) * room
-        f_air = float(np.clip(fc_p / rng.uniform(4.0, 10.0), 2.0, 60.0))
+        t_air = air_rng.uniform(0.1, 0.6) * room
+        f_air = float(np.clip(fc_p / air_rng.uniform(4.0, 10.0), 2.0, 60.0))
         smear = np.exp(-(f / (2.0 * f_air)) ** 2)  # each charge's pulse spreads over many cycles in the air
         air = np.fft.irfft(brune_velocity(f, f_air) * smear * comb * np.exp(-2j * np.pi * f * t_air), n=grid.n)
-        along = np.array([1.0, *rng.normal(0.0, 0.3, 2)])  # the air-coupled ground wave moves the ground vertically
-        signal += np.outer(along / np.linalg.norm(along), air * rng.uniform(0.15, 0.6) * p_peak
+        along = np.array([1.0, *air_rng.normal(0.0, 0.3, 2)])  # the air-coupled ground wave is mostly vertical
+        signal += np.outer(along / np.linalg.norm(along), air * air_rng.uniform(0.15, 0.6) * p_peak
                            / (np.max(np.abs(air)) + 1e-30))
         meta.update(air_blast=True, air_delay_s=t_air, air_hz=f_air,
                     air_sample=int(round((onset + t_air) * grid.fs)))
@@ -384,27 +390,27 @@ def _blast(rng: np.random.Generator, grid: Grid, onset: float, ctx: Context, hol
 
 def blast(rng: np.random.Generator, grid: Grid, onset: float, ctx: Context) -> Source:
     """The original benchmark's blast: 2-12 similar P-dominant charges at one delay (3 % scatter)."""
-    return _blast(rng, grid, onset, ctx, int(rng.integers(2, 13)), 0.03)
+    return blast_pattern(rng, grid, onset, ctx, int(rng.integers(2, 13)), 0.03)
 
 
 def delay_fired(rng: np.random.Generator, grid: Grid, onset: float, ctx: Context) -> Source:
     """Development round: 2-24 holes, wider delay scatter, misfires and sometimes an air blast."""
-    return _blast(rng, grid, onset, ctx, int(rng.integers(2, 25)), rng.uniform(0.005, 0.05), 0.3, 0.3)
+    return blast_pattern(rng, grid, onset, ctx, int(rng.integers(2, 25)), rng.uniform(0.005, 0.05), 0.3, 0.3)
 
 
 def production_ring(rng: np.random.Generator, grid: Grid, onset: float, ctx: Context) -> Source:
     """Production ring or mass blast: dozens of holes (13-60), misfires, sometimes an air blast."""
-    return _blast(rng, grid, onset, ctx, int(rng.integers(13, 61)), rng.uniform(0.005, 0.04), 0.3, 0.3)
+    return blast_pattern(rng, grid, onset, ctx, int(rng.integers(13, 61)), rng.uniform(0.005, 0.04), 0.3, 0.3)
 
 
 def single_charge(rng: np.random.Generator, grid: Grid, onset: float, ctx: Context) -> Source:
     """Secondary blasting (a boulder or hang-up): one charge, often with an air blast."""
-    return _blast(rng, grid, onset, ctx, 1, 0.0, 0.0, 0.5)
+    return blast_pattern(rng, grid, onset, ctx, 1, 0.0, 0.0, 0.5)
 
 
 def decked_holes(rng: np.random.Generator, grid: Grid, onset: float, ctx: Context) -> Source:
     """Decked holes: each hole's two charges fire 4-12 ms apart, holes at 17-100 ms."""
-    return _blast(rng, grid, onset, ctx, int(rng.integers(3, 16)), rng.uniform(0.005, 0.04), 0.2, 0.2, decks=2)
+    return blast_pattern(rng, grid, onset, ctx, int(rng.integers(3, 16)), rng.uniform(0.005, 0.04), 0.2, 0.2, decks=2)
 
 
 # --------------------------------------------------------------------------- drilling
@@ -884,8 +890,12 @@ def mechanisms_of(family: str, which: str = "train") -> tuple[Mechanism, ...]:
     """The mechanisms of ``family`` drawn under ``which`` ('train', 'heldout' or 'all').
 
     Evaluation-only families are unseen as a whole, so all their mechanisms count under every set.
+    ``which`` may also name one mechanism of ``family`` (to study it alone).
     """
     options = MECHANISMS[family]
+    named = tuple(m for m in options if m.name == which)
+    if named:
+        return named
     if which == "all" or family in EVALUATION_ONLY:
         return options
     return tuple(m for m in options if m.heldout == (which == "heldout"))
