@@ -107,6 +107,8 @@ def recorded_event(family: str, rng: np.random.Generator, site: SiteProfile, fs:
                    mechanisms: str = "train") -> tuple[np.ndarray, sources.Source]:
     """A clean (noise-free) recording of one source: through the site's sensor, on ``channels``."""
     src = make_source(family, rng, _grid(fs, n), onset_s, site, allow_ongoing, regime, mechanisms)
+    if not np.any(src.signal):  # the plain background: nothing to record
+        return np.zeros((channels, n)), src
     # Fade the grid's last 0.1 s: sources that run to its end would otherwise stop with a step, and the
     # circular sensor filter would wrap that step's ringing round to the start. Callers discard the tail.
     fade = min(int(0.1 * fs), n // 8)

@@ -64,12 +64,21 @@ def brune_velocity(f: np.ndarray, fc: float) -> np.ndarray:
     return 2j * np.pi * f / (1.0 + 1j * f / fc) ** 2
 
 
+_DISPERSION: dict[tuple[int, float], np.ndarray] = {}  # per frequency grid: the phase term's log, reused
+
+
 def attenuation(f: np.ndarray, tstar: float) -> np.ndarray:
     """Constant-Q operator exp(-pi f t*) with the dispersion that keeps it causal (Futterman 1962)."""
-    fr = max(float(f[-1]), 1.0)
-    with np.errstate(divide="ignore"):
+    key = (f.size, float(f[-1]))
+    disp = _DISPERSION.get(key)
+    if disp is None:
+        fr = max(float(f[-1]), 1.0)
         disp = np.where(f > 0, np.log(fr / np.maximum(f, 1e-9)), 0.0)
-    return np.exp(-np.pi * f * tstar - 2j * f * tstar * disp)
+        # -pi f (real part) and -2 f ln(fr/f) (phase) per unit t*: one complex exponent to scale
+        disp = -np.pi * f - 2j * f * disp
+        if len(_DISPERSION) < 32:
+            _DISPERSION[key] = disp
+    return np.exp(tstar * disp)
 
 
 def delays(f: np.ndarray, times: np.ndarray, amps: np.ndarray) -> np.ndarray:
