@@ -39,7 +39,8 @@ def _cmd_dataset_generate(args: argparse.Namespace) -> int:
     if args.stream is not None:
         path = generate.write_stream_file(
             args.out, seconds=args.stream, seed=args.seed, site=args.site, fs=args.fs,
-            channels=args.channels, families=families, snr_db=snr, rate_per_min=args.events_per_min)
+            channels=args.channels, families=families, snr_db=snr, rate_per_min=args.events_per_min,
+            regime=args.regime, mechanisms=args.mechanisms)
         print(f"wrote {path}")
         return 0
     if args.count is None:
@@ -47,7 +48,7 @@ def _cmd_dataset_generate(args: argparse.Namespace) -> int:
     manifest = generate.write_window_dataset(
         args.out, count=args.count, seed=args.seed, sites=_csv(args.sites), fs=args.fs,
         channels=args.channels, samples=args.samples, families=families, snr_db=snr,
-        shard_size=args.shard_size, progress=not args.quiet)
+        shard_size=args.shard_size, progress=not args.quiet, regime=args.regime, mechanisms=args.mechanisms)
     counts = ", ".join(f"{k} {v}" for k, v in manifest["class_counts"].items())
     print(f"wrote {manifest['count']} windows in {len(manifest['shards'])} shards to {args.out} ({counts})")
     return 0
@@ -86,9 +87,13 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
                    "'wide' / 'wide-heldout': every window draws its own recording chain (training / held-out region)")
     g.add_argument("--site", help="site profile of a --stream file, or 'wide' / 'wide-heldout' for one drawn "
                    "recording chain (default: the first training site)")
-    g.add_argument("--fs", type=float, default=4000.0, help="sampling rate in Hz (default 4000)")
+    g.add_argument("--regime", default="high", help="high: boards at >= 2 kHz, Mw -3..1 within 1 km; "
+                   "low: boards at 250-1000 Hz, ML -1..2 up to 8 km (default high)")
+    g.add_argument("--mechanisms", default="train", help="source mechanisms drawn: train, heldout "
+                   "(only the held-out ones) or all (default train)")
+    g.add_argument("--fs", type=float, help="sampling rate in Hz (default: the regime's, 4000 high, 500 low)")
     g.add_argument("--channels", type=int, default=3, choices=(1, 3), help="3 = triaxial (Z,N,E), 1 = uniaxial")
-    g.add_argument("--samples", type=int, default=4096, help="samples per window (default 4096)")
+    g.add_argument("--samples", type=int, help="samples per window (default: the regime's, 4096)")
     g.add_argument("--classes", help=f"comma-separated families (default: {','.join(CLASSES)})")
     g.add_argument("--snr-db", default="-3:30", help="SNR range LOW:HIGH in dB, drawn uniformly (default -3:30)")
     g.add_argument("--shard-size", type=int, default=1000, help="windows per shard file (default 1000)")

@@ -37,7 +37,9 @@ def quiet(seed: int = 0, **changes) -> RecordingChain:
 
 
 def noise(chain: RecordingChain, seed: int, channels: int = 3) -> tuple[np.ndarray, dict]:
-    return synthesize_window(np.random.default_rng(seed), "noise", chain, FS, channels, 4096, 0.0)
+    """A window of the plain background (no trigger-fodder transient) recorded through ``chain``."""
+    return synthesize_window(np.random.default_rng(seed), "noise", chain, FS, channels, 4096, 0.0,
+                             mechanisms="background")
 
 
 def psd_db(x: np.ndarray, nperseg: int = 2048) -> tuple[np.ndarray, np.ndarray]:

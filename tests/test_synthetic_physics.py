@@ -1,7 +1,10 @@
-"""Realism of the synthetic benchmark: each family shows the physics DOMAIN.md describes.
+"""Realism of the synthetic benchmark: each family shows the physics of its kind of source.
 
 Measurements are made on the generated signals themselves (envelopes, spectra,
-correlations), not read back from the parameters that made them.
+correlations), not read back from the parameters that made them. Where a mechanism
+legitimately lies outside a measured range (a doublet lasts longer than one fracture,
+a rotary drill has no blows), the test says which windows it measures and why; the
+mechanisms themselves are measured in test_synthetic_variety.py.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ def autocorrelation_peak(env: np.ndarray, lo_s: float, hi_s: float) -> float:
 def test_microseismic_duration_and_dominant_frequency_match_mine_records():
     dominant, duration = [], []
     for _, meta in windows("microseismic", 80, 1, 40.0):
+        if meta["mechanism"] == "doublet":  # two fractures: its span is not one event's duration
+            continue
         clean = meta["clean"]
         f, pxx = signal.welch(clean, fs=FS, nperseg=512)
         dominant.append(f[np.argmax(pxx.sum(axis=0))])
@@ -49,7 +54,7 @@ def test_microseismic_duration_and_dominant_frequency_match_mine_records():
         above = np.flatnonzero(env > 0.1 * env.max())
         duration.append((above[-1] - above[0]) / FS)
     dominant, duration = np.array(dominant), np.array(duration)
-    # DOMAIN.md: energy at 200-1500 Hz in 10 kHz records, f_c from kHz down to ~50 Hz; events ~50-100 ms.
+    # Mine records at 10 kHz: energy at 200-1500 Hz, f_c from kHz down to ~50 Hz; events ~50-100 ms.
     assert 150 <= np.median(dominant) <= 1000
     assert np.mean((dominant >= 30) & (dominant <= 2000)) >= 0.95
     assert 0.05 <= np.median(duration) <= 0.2
@@ -58,17 +63,20 @@ def test_microseismic_duration_and_dominant_frequency_match_mine_records():
 
 def test_microseismic_s_wave_is_larger_than_p_on_horizontals():
     # On velocity sensors: an accelerometer's differentiation favours the higher-frequency P wave,
-    # so there P can legitimately look as large as S.
+    # so there P can legitimately look as large as S. Shear sources only: implosive events are
+    # P-strong by nature, and double couples seen near an S node are P-dominant (a measured share).
     geophones = tuple(n for n in TRAIN_SITES if SITES[n].sensor == "geophone")
     ratios = []
-    for _, meta in windows("microseismic", 80, 2, 40.0, geophones):
+    for _, meta in windows("microseismic", 110, 2, 40.0, geophones):
+        if meta["mechanism"] == "implosive":
+            continue
         clean, p, s = meta["clean"], meta["onset"], meta["source"]["s_sample"]
         if s - p < 8:  # S-P too short to separate the phases
             continue
         horizontal = np.hypot(clean[1], clean[2])
         ratios.append(horizontal[s:s + int(0.03 * FS)].max() / horizontal[p:s].max())
     assert len(ratios) >= 60
-    assert np.mean(np.array(ratios) > 1.0) >= 0.95
+    assert np.mean(np.array(ratios) > 1.0) >= 0.85
     assert np.median(ratios) >= 1.5
 
 
@@ -89,10 +97,13 @@ def test_blasts_repeat_at_millisecond_delays():
 
 def test_drilling_envelope_is_periodic_at_the_blow_rate():
     errors = []
-    for _, meta in windows("drilling", 40, 4, 20.0):
+    for _, meta in windows("drilling", 50, 4, 20.0):
+        if meta["mechanism"] == "rotary":  # quasi-continuous grinding: no blows to count
+            continue
         env = envelope(meta["clean"][:, max(meta["onset"], 0):], 0.004)
-        rate = meta["source"]["blow_rate_hz"]
-        errors.append(autocorrelation_peak(env, 0.010, 0.080) * rate - 1.0)
+        rate = meta["source"]["blow_rate_hz"]  # 10-60 blows/s: periods of 17-100 ms
+        errors.append(autocorrelation_peak(env, 0.010, 0.110) * rate - 1.0)
+    assert len(errors) >= 30
     assert np.mean(np.abs(errors) < 0.05) >= 0.9
 
 
@@ -101,7 +112,8 @@ def test_electrical_interference_is_common_mode_and_seismic_waves_are_not():
         out = []
         for wave, meta in windows(family, 40, 5, 20.0):
             a, b = energy_span(meta["clean"])
-            cc = np.corrcoef(wave[:, a:b].astype(float))
+            # |r|: a channel wired with the opposite polarity still carries the same waveform.
+            cc = np.abs(np.corrcoef(wave[:, a:b].astype(float)))
             out.append(cc[np.triu_indices(3, 1)].min())
         return np.array(out)
 
@@ -114,7 +126,10 @@ def test_electrical_interference_is_common_mode_and_seismic_waves_are_not():
 def test_mechanical_onsets_are_emergent_and_fractures_impulsive():
     def rise_times(family: str) -> np.ndarray:
         out = []
-        for _, meta in windows(family, 40, 6, 20.0):
+        for _, meta in windows(family, 50, 6, 20.0):
+            # A machine switched off decays from its onset, and knocks are impulsive by nature.
+            if meta["mechanism"] in ("fan_stop", "knocks"):
+                continue
             env = envelope(meta["clean"], 0.02)[meta["onset"]:]
             peak = env.max()
             out.append((np.argmax(env > 0.9 * peak) - np.argmax(env > 0.1 * peak)) / FS)
@@ -135,7 +150,11 @@ def _burst_ratio(wave: np.ndarray) -> float:
 
 
 def test_noise_windows_hold_no_event():
-    noise = np.array([_burst_ratio(w) for w, _ in windows("noise", 60, 7, 0.0)])
+    # The background (with or without a transient far below it); bursts, spikes and gusts are what
+    # a trigger fires on with no event, and are measured in test_synthetic_variety.py.
+    noise = np.array([_burst_ratio(w) for w, m in windows("noise", 120, 7, 0.0)
+                      if m["mechanism"] in ("background", "small_transient")])
+    assert noise.size >= 40
     # The same measure finds real events at a modest SNR, so it would see one in a noise window.
     fracture = np.array([_burst_ratio(w) for w, _ in windows("microseismic", 60, 8, 6.0)])
     assert np.all(noise < 1.6)

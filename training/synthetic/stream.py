@@ -7,13 +7,16 @@ import numpy as np
 from edge.errors import UserError
 from edge.vocabulary import CLASSES
 from firmware_bridge.sources import overlay
-from training.synthetic.generate import recorded_event
+from training.synthetic.generate import REGIMES, recorded_event
 from training.synthetic.recording import digitise, make_background, snr_gain
 from training.synthetic.sites import SITES, TRAIN_SITES, WIDE, WIDE_SITES, draw_chain
+from training.synthetic.sources import MECHANISM_SETS
 
 # How long each family lasts in a stream (s); drilling and machinery go on for a while.
+# On a slow board (low regime) everything lasts the regime's ``slow`` times longer, up to a minute.
 DURATION_S = {"microseismic": (0.8, 0.8), "blast": (1.6, 1.6), "electrical": (0.8, 0.8),
-              "rockfall": (1.4, 1.4), "drilling": (3.0, 10.0), "mechanical": (4.0, 12.0)}
+              "rockfall": (1.4, 1.4), "orepass": (2.0, 2.0), "test_pulse": (0.6, 0.6),
+              "drilling": (3.0, 10.0), "mechanical": (4.0, 12.0)}
 PRE_S = 0.1  # the inserted buffer starts a little before the onset, so nothing of the event is cut
 GAP_S = 1.5  # quiet time between the end of one event and the next onset
 
@@ -25,12 +28,21 @@ class StreamSynth:
     stream, whose background level and machinery tones drift over time.
 
     :meth:`next_block` returns (channels, n) float32 in physical units and the events whose onset
-    falls in that block, as ``{"sample", "label", "snr_db"}`` with the absolute onset sample.
+    falls in that block, as ``{"sample", "label", "snr_db", "mechanism"}`` with the absolute onset sample.
+    ``regime`` sets the events' magnitudes, distances and durations (``fs`` defaults to the regime's);
+    ``mechanisms`` the set their mechanisms are drawn from.
     """
 
-    def __init__(self, fs: float = 4000.0, channels: int = 3, site: str | None = None, seed: int = 0,
+    def __init__(self, fs: float | None = None, channels: int = 3, site: str | None = None, seed: int = 0,
                  families: list[str] | tuple[str, ...] = CLASSES, snr_db: tuple[float, float] = (-3.0, 30.0),
-                 rate_per_min: float = 6.0, start_time: str = "2026-01-01T00:00:00.000000Z"):
+                 rate_per_min: float = 6.0, start_time: str = "2026-01-01T00:00:00.000000Z",
+                 regime: str = "high", mechanisms: str = "train"):
+        if regime not in REGIMES:
+            raise UserError(f"--regime = {regime!r}; allowed: {', '.join(REGIMES)}")
+        if mechanisms not in MECHANISM_SETS:
+            raise UserError(f"--mechanisms = {mechanisms!r}; allowed: {', '.join(MECHANISM_SETS)}")
+        fs = REGIMES[regime].fs if fs is None else fs
+        self.regime, self.mechanisms, self.slow = regime, mechanisms, REGIMES[regime].slow
         site = site or TRAIN_SITES[0]
         if site not in SITES and site not in WIDE_SITES:
             raise UserError(f"--site = {site!r}; allowed: {', '.join((*SITES, *WIDE_SITES))}")
@@ -58,17 +70,19 @@ class StreamSynth:
     def _inject(self, onset: int) -> dict:
         family = str(self.rng.choice(self.families))
         lo, hi = DURATION_S[family]
-        n = int((PRE_S + self.rng.uniform(lo, hi)) * self.fs)
+        n = int((PRE_S + min(60.0, self.slow * self.rng.uniform(lo, hi))) * self.fs)
         # Synthesised on a longer grid and cut, so nothing of the event's end wraps around to its start.
-        rec, _ = recorded_event(family, self.rng, self.site, self.fs, self.channels, n + int(0.5 * self.fs), PRE_S,
-                                allow_ongoing=False)
+        rec, src = recorded_event(family, self.rng, self.site, self.fs, self.channels,
+                                  n + int(0.5 * self.slow * self.fs), PRE_S, allow_ongoing=False,
+                                  regime=self.regime, mechanisms=self.mechanisms)
         rec = rec[:, :n]
         taper = min(n // 4, int(0.3 * self.fs))  # persistent sources fade out instead of stopping dead
         rec[:, n - taper:] *= np.linspace(1.0, 0.0, taper)
         snr = float(self.rng.uniform(*self.snr_db))
         self._pending.append((onset - int(PRE_S * self.fs), snr_gain(rec, self.noise_rms, snr) * rec))
-        self._next_onset = self._draw_onset(onset + n + int(GAP_S * self.fs))
-        return {"sample": onset + getattr(self.site, "delay_samples", 0), "label": family, "snr_db": snr}
+        self._next_onset = self._draw_onset(onset + n + int(GAP_S * self.slow * self.fs))
+        return {"sample": onset + getattr(self.site, "delay_samples", 0), "label": family, "snr_db": snr,
+                "mechanism": src.meta["mechanism"]}
 
     def next_block(self, n: int) -> tuple[np.ndarray, list[dict]]:
         """The next ``n`` samples and the ground truth of events starting in them."""
