@@ -1,6 +1,6 @@
 """The daemon as a process: time to READY, peak memory, and latency from window close to broker ack.
 
-Targets (issue 5): p99 latency window close -> PUBACK <= 20 ms on loopback; peak RSS <= 80 MB;
+Targets: p99 latency window close -> PUBACK <= 20 ms on loopback; peak RSS <= 80 MB;
 time to READY (sd_notify) <= 1.5 s. Runs the real `stopewatch run` against a local Mosquitto
 and the board simulator on a pseudo-terminal (real time, 3 channels x 4 kHz, short events ~20/min).
 Prints and saves bench/results/daemon.json.

@@ -1,6 +1,6 @@
 """Generation throughput of the synthetic benchmark on one core.
 
-Targets (issue 2): 10,000 three-component 4096-sample windows in <= 60 s with peak
+Targets: 10,000 three-component 4096-sample windows in <= 60 s with peak
 memory < 2 GB (shards are written as they are made), and a 10-minute stream in < 30 s.
 Prints and saves bench/results/generate.json.
 

@@ -2,7 +2,7 @@
 
 For each model in models/: int8 LiteRT vs float TFLite inference (set_tensor + invoke +
 get_tensor, num_threads=1, process pinned to one CPU), plus the preprocessing the gateway
-runs before it (resample/detrend/band-pass/normalise). Targets (issue 3): int8 <= 1 ms per
+runs before it (resample/detrend/band-pass/normalise). Targets: int8 <= 1 ms per
 window and faster than float. Prints and saves bench/results/model.json.
 
     .venv/bin/python bench/bench_model.py [--runs 2000]

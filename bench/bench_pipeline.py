@@ -1,6 +1,6 @@
 """Pipeline throughput on one core, and streaming STA/LTA against ObsPy.
 
-Targets (issue 5): the whole pipeline (trigger + window extraction + int8 classification +
+Targets: the whole pipeline (trigger + window extraction + int8 classification +
 features) runs >= 500x real time on 3 channels x 10 kHz, the DSP alone >= 1000x; streaming
 STA/LTA is compared with ObsPy on the whole array and with recomputing ObsPy over a rolling
 buffer on every packet (how rsudp does it). Prints and saves bench/results/pipeline.json.

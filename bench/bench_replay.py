@@ -1,6 +1,6 @@
 """Event-level scoring of the daemon's pipeline (``replay``) on generated streams.
 
-Targets (issue 5): event recall >= 0.98 for events at SNR >= 6 dB; false triggers on
+Targets: event recall >= 0.98 for events at SNR >= 6 dB; false triggers on
 event-free background <= 1 per hour; event-level classification macro-F1 >= 0.95 against
 the injected ground truth. Streams come from every site profile (training and held-out),
 with seeds never used for training. Prints and saves bench/results/replay.json.

@@ -1,6 +1,6 @@
 """Soak: the pipeline over many hours of stream, checking that memory and CPU per hour stay flat.
 
-LESSONS.md: an STA/LTA recomputed over a rolling buffer, or objects that grow, make CPU and memory
+An STA/LTA recomputed over a rolling buffer, or objects that grow, make CPU and memory
 creep over days. This feeds a 10-minute generated stream (3 ch x 4 kHz, events) again and again with
 continuous sample indices through the real pipeline and classifier, and records RSS and CPU seconds
 per simulated hour. Prints and saves bench/results/soak.json.

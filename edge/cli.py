@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import Sequence
 
+from edge import package_version
 from edge.errors import UserError
 from edge.vocabulary import CLASSES
 
@@ -335,7 +336,7 @@ def _add_gateway(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("replay", help="the daemon's pipeline over a recorded stream file, without serial or MQTT")
     p.add_argument("--config", required=True, help="daemon configuration (TOML): [node], [model], [trigger] apply")
-    p.add_argument("stream", metavar="STREAM.npz", help="continuous stream file (SPEC.md format)")
+    p.add_argument("stream", metavar="STREAM.npz", help="continuous stream file (docs/data-formats.md)")
     p.add_argument("--events-out", help="write each event message, as it would be published, to this JSONL file")
     p.add_argument("--block-s", type=float, default=0.1, help="seconds per block fed to the pipeline (default 0.1)")
     p.set_defaults(func=_cmd_replay)
@@ -549,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``stopewatch`` argument parser with every implemented subcommand."""
     parser = argparse.ArgumentParser(
         prog="stopewatch", description="Edge classification of mine microseismic signals.")
+    parser.add_argument("--version", action="version", version=f"stopewatch {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_dataset(sub)
     _add_gateway(sub)

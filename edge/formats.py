@@ -1,4 +1,4 @@
-"""Window datasets and continuous streams on disk (SPEC.md "Data formats").
+"""Window datasets and continuous streams on disk (described in docs/data-formats.md).
 
 Every file is a plain ``.npz`` read with ``allow_pickle=False``; string arrays are
 stored as fixed-width unicode so that nothing ever needs pickle. Writing is
@@ -157,7 +157,7 @@ def _parse_windows(z: Mapping[str, np.ndarray], path: Path, vocabulary: tuple[st
 
 
 def write_windows(path: str | os.PathLike, windows: WindowSet) -> None:
-    """Write one window file (SPEC.md format)."""
+    """Write one window file (docs/data-formats.md)."""
     arrays: dict[str, np.ndarray] = {
         "waveforms": np.ascontiguousarray(windows.waveforms, dtype=np.float32),
         "labels": np.asarray(windows.labels, dtype=str),
@@ -239,7 +239,7 @@ def read_windows(path: str | os.PathLike, vocabulary: tuple[str, ...] | None = C
 
 
 def write_stream(path: str | os.PathLike, stream: Stream) -> None:
-    """Write a continuous stream file (SPEC.md format)."""
+    """Write a continuous stream file (docs/data-formats.md)."""
     arrays: dict[str, np.ndarray] = {
         "data": np.ascontiguousarray(stream.data, dtype=np.float32),
         "fs": np.float64(stream.fs),

@@ -1,4 +1,4 @@
-"""Import the mine's own labelled records into a window dataset (SPEC.md "Data formats").
+"""Import the mine's own labelled records into a window dataset (docs/data-formats.md).
 
 Records
     miniSEED / SAC (and any other format ObsPy reads) -- needs the ``seismo`` extra.
@@ -17,7 +17,7 @@ Records
             HHZ,HHN,HHE
             12,-3,4
 
-    NPZ -- the SPEC.md continuous-stream format (``edge.formats.read_stream``); the station
+    NPZ -- the continuous-stream format (``edge.formats.read_stream``); the station
         is the file name without ``.npz``; NaN samples are gaps. Files needing pickle are refused.
 
 Labels CSV
@@ -333,7 +333,7 @@ def load_csv(path: Path) -> Record:
 
 
 def load_npz(path: Path) -> Record:
-    """Read a continuous-stream .npz (SPEC.md) as a record; NaN samples are gaps."""
+    """Read a continuous-stream .npz (docs/data-formats.md) as a record; NaN samples are gaps."""
     s = read_stream(path)
     start = parse_utc(s.start_time, f"{path}: key 'start_time'")
     data = s.data.astype(np.float64)

@@ -160,7 +160,7 @@ def write_report(cfg: dict, trained) -> dict:
             "data": card["training_data"], "report_seconds": time.perf_counter() - t0,
             "training_seconds": card["training_seconds"],
         }
-        # SPEC.md top-level keys of an evaluation report, from the in-distribution int8 test.
+        # The top-level keys of an evaluation report (docs/cli.md, `evaluate`), from the in-distribution int8 test.
         if "test" in evals:
             for k in ("macro_f1", "accuracy", "balanced_accuracy", "per_class", "confusion", "ece", "by_snr",
                       "by_site", *M.MINE_COST):

@@ -22,11 +22,11 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge import package_version
 from edge.errors import UserError
 from edge.field.sdnotify import Notifier
 from edge.gateway.config import Config, load_config
@@ -41,13 +41,6 @@ if TYPE_CHECKING:  # the pipeline (and scipy) is imported after READY
 
 log = logging.getLogger("stopewatch")
 CHUNK_QUEUE = 20_000  # byte chunks waiting for the pipeline; beyond this we drop and count (never block the port)
-
-
-def package_version() -> str:
-    try:
-        return version("stopewatch")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def channel_names(n: int) -> list[str]:
