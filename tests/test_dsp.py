@@ -126,3 +126,10 @@ def test_a_long_event_is_one_trigger_and_does_not_mask_the_next():
     assert len(ons) == 2
     assert abs(ons[0] - 5 * fs) < 0.01 * fs and abs(offs[0] - 17 * fs) < 0.2 * fs  # STA decay
     assert abs(ons[1] - 18.5 * fs) < 0.01 * fs  # an LTA that had learnt the drilling would miss this one
+
+
+def test_every_configurable_sta_lta_method_is_implemented():
+    from edge.gateway.config import STA_LTA_METHODS
+    from edge.gateway.dsp import STA_LTA
+
+    assert set(STA_LTA) == set(STA_LTA_METHODS)

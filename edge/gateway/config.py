@@ -126,7 +126,9 @@ class Config:
 
 
 # Allowed values and ranges beyond the type, as (key path -> check, description of what is allowed).
-_CHOICES = {"trigger.method": ("recursive", "classic"), "mqtt.protocol": ("5", "3.1.1")}
+# The STA/LTA kinds edge.gateway.dsp.STA_LTA implements (named here so a config is checked without scipy).
+STA_LTA_METHODS = ("recursive", "classic")
+_CHOICES = {"trigger.method": STA_LTA_METHODS, "mqtt.protocol": ("5", "3.1.1")}
 _POSITIVE = {"board.baudrate", "board.counts_per_unit", "board.text_fs", "board.reconnect_max_s", "model.threads",
              "trigger.highpass_hz", "trigger.lowpass_hz", "trigger.sta_s", "trigger.lta_s", "trigger.on",
              "trigger.off", "trigger.coincidence", "trigger.min_duration_s", "trigger.max_duration_s",

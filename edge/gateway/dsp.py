@@ -218,3 +218,7 @@ class ClassicStaLta:
         recent = tail[:, -keep:] if keep else tail[:, :0]
         fill = np.repeat(lta[:, None], keep - recent.shape[1], axis=1)
         self._hist = np.concatenate([fill, recent], axis=1)
+
+
+# The trigger's STA/LTA by the config's ``trigger.method`` (names listed in edge.gateway.config.STA_LTA_METHODS).
+STA_LTA: dict[str, type] = {"recursive": RecursiveStaLta, "classic": ClassicStaLta}

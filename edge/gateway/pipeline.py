@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from edge.gateway.config import TriggerConfig
-from edge.gateway.dsp import ClassicStaLta, Despike, RecursiveStaLta, SosFilter, StaLta, bandpass_sos
+from edge.gateway.dsp import STA_LTA, Despike, SosFilter, StaLta, bandpass_sos
 from edge.gateway.features import event_features
 from edge.gateway.model import Classification
 from firmware_bridge.clock import iso_utc
@@ -121,8 +121,7 @@ class Detector:
         self._despike = Despike(channels)
         band = bandpass_sos(fs, cfg.highpass_hz, min(cfg.lowpass_hz, NYQUIST_MARGIN * fs), TRIGGER_ORDER)
         self._band = SosFilter(band, channels)
-        kind = RecursiveStaLta if cfg.method == "recursive" else ClassicStaLta
-        self._stalta: StaLta = kind(nsta, nlta, channels)
+        self._stalta: StaLta = STA_LTA[cfg.method](nsta, nlta, channels)
         self._background: np.ndarray | None = None  # held LTA while an event is on
 
     @property
