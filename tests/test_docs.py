@@ -235,6 +235,7 @@ def test_docs_links_resolve():
             assert dest.exists(), f"{path.relative_to(ROOT)}: link to missing {target}"
             if anchor and dest.suffix == ".md":
                 slugs = {_slug(h) for h in re.findall(r"^#+ (.+)$", dest.read_text(), flags=re.M)}
-                assert anchor in slugs, f"{path.relative_to(ROOT)}: no heading for #{anchor} in {file_part or path.name}"
+                where = file_part or path.name
+                assert anchor in slugs, f"{path.relative_to(ROOT)}: no heading for #{anchor} in {where}"
             checked += 1
     assert checked >= 20
