@@ -8,6 +8,7 @@ gateway's commands never load it (and never load TensorFlow).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -582,6 +583,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stopewatch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `stopewatch classify ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
 
 
 if __name__ == "__main__":
