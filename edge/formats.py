@@ -180,15 +180,22 @@ def write_manifest(directory: str | os.PathLike, manifest: dict) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: str | os.PathLike, missing: str = "no such file") -> object:
+    """A JSON file's content; a missing or malformed file is a UserError naming it (``missing`` says why)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: {missing}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
 def read_manifest(directory: str | os.PathLike) -> dict:
     """Read a sharded dataset's manifest, with a clear error if it is missing or malformed."""
     path = Path(directory) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{directory}: not a window dataset (no {MANIFEST} and not an .npz file)") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not path.exists():
+        raise UserError(f"{directory}: not a window dataset (no {MANIFEST} and not an .npz file)")
+    manifest = read_json(path)
     shards = manifest.get("shards") if isinstance(manifest, dict) else None
     if not isinstance(shards, list) or not all(isinstance(s, dict) and "file" in s for s in shards):
         raise UserError(f"{path}: key 'shards' must be a list of {{\"file\": ..., \"count\": ...}}")

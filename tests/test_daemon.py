@@ -149,6 +149,10 @@ def test_events_arrive_with_the_spec_fields_and_validate(mqtt_broker, tmp_path, 
     assert col.wait_for(lambda c: c.payloads(f"{TOPIC}/health"), T)
     health = col.payloads(f"{TOPIC}/health")[-1]
     assert health["samples_in"] > 0 and health["frames_ok"] > 0 and health["events"] >= 1
+    # The board's status frames reach health: the simulator reports 35 +- 0.5 degC, 5.02 V, its gain per channel.
+    board_status = health["board"]
+    assert abs(board_status["temperature_c"] - 35.0) <= 0.6 and board_status["supply_v"] == 5.02
+    assert len(board_status["gain"]) == 3 and len(board_status["clipped"]) == 3
     # What was injected is what was published: the labels of the first events match the truth.
     truth = [json.loads(line) for line in board.truth.read_text().splitlines()]
     assert sum(m["label"] == t["label"] for m, t in zip(got, truth, strict=False)) >= len(got) - 1

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
-import json
 import math
 import os
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import UserError
+from edge.formats import read_json
 from edge.gateway.preprocess import PreprocessParams, adapt_channels, preprocess
 from edge.vocabulary import UNKNOWN
 
@@ -117,13 +117,7 @@ def validate_card(card: dict, where: str) -> dict:
 def read_card(path: str | Path) -> dict:
     """Read and validate a model card."""
     path = Path(path)
-    try:
-        card = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return validate_card(card, str(path))
+    return validate_card(read_json(path), str(path))
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

@@ -160,18 +160,25 @@ def digitise(x: np.ndarray, site: Profile, noise_rms: float, rng: np.random.Gene
     """
     if isinstance(site, RecordingChain):
         return digitise_chain(x, site, noise_rms, rng, fs)
-    y = x.copy()
-    n_spikes = int(rng.poisson(site.spike_rate * y.shape[-1] / fs))
+    y, n_spikes, clipped = _spike_quantise_clip(x.copy(), site, noise_rms, rng, fs)
+    return y.astype(np.float32), n_spikes, clipped
+
+
+def _spike_quantise_clip(y: np.ndarray, site: Profile, noise_rms: float, rng: np.random.Generator,
+                         fs: float) -> tuple[np.ndarray, int, bool]:
+    """Single-sample spikes, the ADC step and full-scale clipping, in place on ``y`` (channels, n)."""
+    c, n = y.shape
+    n_spikes = int(rng.poisson(site.spike_rate * n / fs))
     if n_spikes:
-        ch = rng.integers(0, y.shape[0], n_spikes)
-        at = rng.integers(0, y.shape[-1], n_spikes)
+        ch = rng.integers(0, c, n_spikes)
+        at = rng.integers(0, n, n_spikes)
         y[ch, at] += rng.choice([-1.0, 1.0], n_spikes) * rng.uniform(5.0, 40.0, n_spikes) * noise_rms
     lsb = site.lsb_sigma * noise_rms
     full_scale = noise_rms * 10.0 ** (site.clip_db / 20.0)
     y = np.round(y / lsb) * lsb
     clipped = bool(np.any(np.abs(y) >= full_scale))
     np.clip(y, -full_scale, full_scale, out=y)
-    return y.astype(np.float32), n_spikes, clipped
+    return y, n_spikes, clipped
 
 
 def energy_span(x: np.ndarray, lo: float = 0.05, hi: float = 0.95) -> tuple[int, int]:
@@ -457,16 +464,7 @@ def digitise_chain(x: np.ndarray, chain: RecordingChain, noise_rms: float, rng: 
     c, n = x.shape
     y = x * (np.array(chain.channel_gain[:c]) * np.array(chain.polarity[:c]))[:, None]
     y += np.array(chain.dc_offset[:c])[:, None] * noise_rms
-    n_spikes = int(rng.poisson(chain.spike_rate * n / fs))
-    if n_spikes:
-        ch = rng.integers(0, c, n_spikes)
-        at = rng.integers(0, n, n_spikes)
-        y[ch, at] += rng.choice([-1.0, 1.0], n_spikes) * rng.uniform(5.0, 40.0, n_spikes) * noise_rms
-    lsb = chain.lsb_sigma * noise_rms
-    full_scale = noise_rms * 10.0 ** (chain.clip_db / 20.0)
-    y = np.round(y / lsb) * lsb
-    clipped = bool(np.any(np.abs(y) >= full_scale))
-    np.clip(y, -full_scale, full_scale, out=y)
+    y, n_spikes, clipped = _spike_quantise_clip(y, chain, noise_rms, rng, fs)
     n_drop = int(rng.poisson(chain.dropout_rate * n / fs))
     if n_drop:
         length = max(1, int(round(chain.dropout_ms * 1e-3 * fs)))
