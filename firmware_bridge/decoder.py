@@ -9,6 +9,11 @@ Samples are converted with numpy, one call per frame, never a Python loop per sa
 Per board it tracks the sequence number and the absolute index of the next expected
 sample, so each block says how many samples are missing before it (``gap_before``)
 and whether the filter state must be reset (``reset``). Duplicated frames are dropped.
+
+A frame can pass its CRC and still be nonsense (a firmware bug, a board in a bad state): a sample rate
+outside 1 Hz..1 MHz or a sample index beyond 2^62 is rejected and counted (``rejected_frames``), and a
+frame holding NaN or infinite samples is dropped and becomes a gap (``nonfinite_frames``), so the
+pipeline resets there instead of averaging NaN into its trigger until the next gap.
 """
 
 from __future__ import annotations
@@ -126,6 +131,8 @@ class DecoderStats:
     samples_missed: int = 0
     duplicates: int = 0
     resets: int = 0
+    rejected_frames: int = 0  # CRC-valid frames with an impossible header (rate, sample index)
+    nonfinite_frames: int = 0  # float frames with NaN/inf samples, dropped and turned into a gap
     lines: int = 0  # text mode: lines read
     bad_lines: int = 0  # text mode: lines that were not a row of numbers of the board's channel count
     recent_gaps: deque[Gap] = field(default_factory=lambda: deque(maxlen=256))
@@ -159,6 +166,8 @@ class _BoardState:
 # This many consecutive frames that look like duplicates but continue each other's sequence mean the
 # board restarted its counters without changing its session id: start tracking afresh.
 RESTART_RUN = 8
+MIN_FS_HZ, MAX_FS_HZ = 1.0, 1e6  # sample rates a real board can have
+MAX_SAMPLE_INDEX = 2**62  # absolute indices beyond this would overflow int64 arithmetic downstream
 
 _OK, _BAD, _WAIT = 0, 1, 2
 
@@ -338,12 +347,19 @@ class FrameDecoder:
     def _frame(self, ftype: int, channels: int, fmt: int, board: int, nsamp: int, seq: int, fs: float,
                first: int, ts: int | None, session: int, payload: memoryview
                ) -> SampleBlock | StatusReport | None:
+        if not (MIN_FS_HZ <= fs <= MAX_FS_HZ and first + nsamp <= MAX_SAMPLE_INDEX):
+            self.stats.rejected_frames += 1
+            return None
         if ftype == FrameType.SAMPLES:
             ok, gap, reset, st = self._track(board, session, seq, first, first + nsamp)
             if not ok:
                 return None
             f = _FORMATS[fmt]
             data = payload_to_counts(payload, f, channels, self.dtype)
+            if f == SampleFormat.FLOAT32 and not np.isfinite(data).all():
+                self.stats.nonfinite_frames += 1
+                st.next_sample = first  # the next frame reports these samples as a gap
+                return None
             self.stats.sample_frames += 1
             self.stats.samples += nsamp
             return SampleBlock(board, session, seq, first, data, fs, f, ts, gap, reset, st.gain)

@@ -228,6 +228,7 @@ class Daemon:
             "frames_ok": dec.get("sample_frames", 0), "crc_errors": dec.get("crc_errors", 0),
             "gaps": dec.get("sample_gaps", 0), "samples_missed": dec.get("samples_missed", 0),
             "resyncs": dec.get("resyncs", 0), "bad_lines": dec.get("bad_lines", 0),
+            "rejected_frames": dec.get("rejected_frames", 0), "nonfinite_frames": dec.get("nonfinite_frames", 0),
             "dropped_chunks": self.dropped_chunks, "board": self.board_status,
             "triggers": stats.triggers if stats else 0, "events": self.events_out,
             "short_triggers": stats.short_triggers if stats else 0,

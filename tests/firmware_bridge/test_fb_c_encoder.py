@@ -103,7 +103,8 @@ def test_c_encoder_needs_only_memcpy_and_memset(tmp_path):
 frame_params = st.tuples(
     st.sampled_from(list(SampleFormat)), st.integers(1, 32), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF),
     st.integers(0, 0xFFFFFFFF), st.sampled_from([250.0, 4000.0, 10000.0, 20000.0, 1234.567]),
-    st.integers(0, 2**63 - 1), st.one_of(st.none(), st.integers(0, 2**62)), st.integers(0, 2**32 - 1))
+    # first_sample up to 2^62 - 2^16: beyond 2^62 the decoder refuses an index as impossible (tested there)
+    st.integers(0, 2**62 - 2**16), st.one_of(st.none(), st.integers(0, 2**62)), st.integers(0, 2**32 - 1))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -229,3 +229,27 @@ def test_frame_sharing_the_previous_crc_byte_is_found_in_any_chunking():
         dec = FrameDecoder()
         out = dec.feed(wire[:cut]) + dec.feed(wire[cut:]) + dec.flush()
         assert [o.seq for o in out] == [0, 1], cut
+
+
+# --------------------------------------------------------------------------- CRC-valid nonsense
+@pytest.mark.parametrize("fs, first", [(0.0, 0), (0.001, 0), (2e6, 0), (100.0, 2**64 - 5)])
+def test_crc_valid_frames_with_impossible_headers_are_rejected_and_counted(fs, first):
+    good = _frames(2)
+    bad = encode_samples(np.ones((2, 10)), fmt="int24", fs=fs, first_sample=first, seq=2)
+    out, dec = decode_all(b"".join([*good, bad]))
+    assert len(out) == 2 and all(b.fs == 100.0 for b in out)
+    assert dec.stats.rejected_frames == 1 and dec.stats.crc_errors == 0
+
+
+def test_nan_or_inf_samples_become_a_gap_not_data():
+    x = np.arange(60, dtype=np.float64).reshape(2, 30)
+    frames = [encode_samples(x[:, i * 10:(i + 1) * 10], fmt="float32", fs=100.0, first_sample=i * 10, seq=i)
+              for i in range(3)]
+    poisoned = x[:, 10:20].copy()
+    poisoned[1, 3], poisoned[0, 7] = np.nan, np.inf
+    frames[1] = encode_samples(poisoned, fmt="float32", fs=100.0, first_sample=10, seq=1)
+    out, dec = decode_all(b"".join(frames))
+    assert [b.first_sample for b in out] == [0, 20]
+    assert out[1].gap_before == 10 and out[1].reset  # the pipeline resets its filters here
+    assert dec.stats.nonfinite_frames == 1 and dec.stats.samples_missed == 10
+    assert all(np.isfinite(b.data).all() for b in out)
