@@ -7,6 +7,10 @@ start with '#' are comments. Text mode has no sequence numbers or CRC: a malform
 (wrong field count, not a number) is dropped and counted, and because it most likely
 held one instant, the decoder advances the sample index past it and reports a one-sample
 gap, keeping later samples on time. Lines are parsed a chunk at a time with numpy.
+
+When the channel count is not configured, it is learnt from the first run of ``LEARN_RUN``
+consecutive lines with the same number of numeric fields: a boot banner or a half line at power-up
+cannot fix a wrong count. Lines before that run are counted as bad lines (the stream starts after them).
 """
 
 from __future__ import annotations
@@ -28,6 +32,21 @@ def encode_lines(counts: np.ndarray, fmt: SampleFormat = SampleFormat.INT24) -> 
     return out.getvalue()
 
 
+LEARN_RUN = 16  # consistent lines that fix the channel count of a text-mode board
+MAX_LEARN_LINES = 4096  # lines held at most while no consistent run has appeared
+
+
+def _numeric_fields(line: bytes) -> int | None:
+    """How many comma-separated numbers ``line`` holds, or None when it is not such a line."""
+    parts = line.split(b",")
+    try:
+        for p in parts:
+            float(p)
+    except ValueError:
+        return None
+    return len(parts) if len(parts) <= 64 else None
+
+
 class TextDecoder:
     """Incremental decoder for text mode; ``channels`` may be left None to take it from the first line."""
 
@@ -42,6 +61,7 @@ class TextDecoder:
         self._buf = bytearray()
         self._pending_gap = 0
         self._started = False
+        self._learning: list[bytes] = []  # lines held while the channel count is being learnt
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[SampleBlock]:
         """Decode every complete line in what has arrived."""
@@ -58,17 +78,46 @@ class TextDecoder:
         return self._parse(chunk)
 
     def flush(self) -> list[SampleBlock]:
-        """End of stream: a last line without its newline is decoded too."""
-        if not self._buf:
-            return []
-        chunk = bytes(self._buf) + b"\n"
-        del self._buf[:]
-        return self._parse(chunk)
+        """End of stream: a last line without its newline is decoded too; a record too short to learn the
+        channel count from a full run takes the commonest count of its numeric lines."""
+        out: list[SampleBlock] = []
+        if self._buf:
+            chunk = bytes(self._buf) + b"\n"
+            del self._buf[:]
+            out += self._parse(chunk)
+        if self.channels is None and self._learning:
+            counts = [f for f in map(_numeric_fields, self._learning) if f is not None]
+            if counts:
+                self.channels = max(set(counts), key=counts.count)
+                held, self._learning = self._learning, []
+                out += self._parse(b"\n".join(held) + b"\n")
+                self.stats.lines -= len(held)  # counted once already, when they arrived
+        return out
 
     def _bad(self, k: int) -> None:
         self.stats.bad_lines += k
         self._pending_gap += k
         self.sample += k
+
+    def _learn_channels(self, lines: list[bytes]) -> list[bytes]:
+        """Before the channel count is known: keep lines until ``LEARN_RUN`` consistent numeric ones follow
+        each other, then fix the count and return the lines from that run on (earlier ones are bad lines)."""
+        self._learning += lines
+        run_start, run_fields = 0, None
+        for i, line in enumerate(self._learning):
+            fields = _numeric_fields(line)
+            if fields is None or fields != run_fields:
+                run_start, run_fields = i, fields
+            if run_fields is not None and i - run_start + 1 >= LEARN_RUN:
+                self.channels = run_fields
+                self.stats.bad_lines += run_start
+                rest, self._learning = self._learning[run_start:], []
+                return rest
+        if len(self._learning) > MAX_LEARN_LINES:  # never learnt: drop the oldest, count them
+            drop = len(self._learning) - MAX_LEARN_LINES
+            self.stats.bad_lines += drop
+            del self._learning[:drop]
+        return []
 
     def _parse(self, chunk: bytes) -> list[SampleBlock]:
         lines = chunk.replace(b"\r", b"").split(b"\n")[:-1]
@@ -77,7 +126,9 @@ class TextDecoder:
             return []
         self.stats.lines += len(lines)
         if self.channels is None:
-            self.channels = lines[0].count(b",") + 1
+            lines = self._learn_channels(lines)
+            if not lines:
+                return []
         c = self.channels
         body = b"\n".join(lines)
         arr = np.frombuffer(body, np.uint8)

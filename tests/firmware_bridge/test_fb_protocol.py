@@ -41,7 +41,8 @@ def test_decoder_reads_every_binary_vector(vectors):
     for v in vectors:
         data = (VECTOR_DIR / f"{v['name']}.bin").read_bytes()
         if v["kind"] == "text":
-            blocks = TextDecoder(fs=100.0).feed(data)
+            dec = TextDecoder(fs=100.0)
+            blocks = dec.feed(data) + dec.flush()  # a few lines: the channel count is settled at the end
             assert np.array_equal(blocks[0].data, np.asarray(v["samples"], dtype=np.float64))
             continue
         (item,), dec = decode_all(data)
@@ -253,3 +254,23 @@ def test_nan_or_inf_samples_become_a_gap_not_data():
     assert out[1].gap_before == 10 and out[1].reset  # the pipeline resets its filters here
     assert dec.stats.nonfinite_frames == 1 and dec.stats.samples_missed == 10
     assert all(np.isfinite(b.data).all() for b in out)
+
+
+def test_text_mode_learns_the_channel_count_from_a_run_not_from_a_boot_banner():
+    x = np.random.default_rng(1).integers(-1000, 1000, (3, 200))
+    data = b"stopewatch-board v2 booting\n1,2\n" + encode_lines(x)
+    dec = TextDecoder(fs=1000.0)
+    blocks = []
+    for k in range(0, len(data), 50):
+        blocks += dec.feed(data[k:k + 50])
+    blocks += dec.flush()
+    assert dec.channels == 3 and dec.stats.bad_lines == 2  # the banner and the half line
+    (joined,) = join_contiguous(blocks)
+    np.testing.assert_array_equal(joined.data, x)
+
+
+def test_text_mode_short_record_takes_the_commonest_count():
+    dec = TextDecoder(fs=100.0)
+    blocks = dec.feed(b"hello\n1,2,3\n4,5,6\n7,8\n") + dec.flush()
+    assert dec.channels == 3 and [b.data.tolist() for b in blocks][0] == [[1, 4], [2, 5], [3, 6]]
+    assert dec.stats.bad_lines == 2  # "hello" and the two-field line
