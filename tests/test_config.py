@@ -63,3 +63,34 @@ def test_missing_configuration_file(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "edge.cli", "replay", "--config", str(tmp_path / "nope.toml"),
                            str(tmp_path / "s.npz")], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 2 and "no such configuration file" in proc.stderr
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("trigger", "lta_s", 1e9), ("trigger", "sta_s", 1e-6), ("board", "counts_per_unit", 1e-300),
+    ("trigger", "pre_s", 1000.0), ("health", "interval_s", 1e-9), ("board", "baudrate", 12345678901234),
+    ("mqtt", "keepalive_s", 100000), ("trigger", "on", 1.0), ("trigger", "coincidence", 100),
+    ("mqtt", "client_id", "gw\x00one"), ("node", "state_dir", "/var/lib/x\x00y"),
+])
+def test_values_that_would_detect_nothing_or_choke_a_library_are_refused(tmp_path, section, key, value):
+    from edge.errors import UserError
+    from edge.gateway.config import load_config
+
+    text = f'[{section}]\n{key} = {value!r}\n'.replace("'", '"').replace("\\x00", "\\u0000")
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(UserError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert f"{section}.{key}" in msg and str(path) in msg and "\n" not in msg
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path):
+    from edge.gateway.config import load_config
+
+    (tmp_path / "etc").mkdir()
+    path = tmp_path / "etc" / "c.toml"
+    path.write_text('[node]\nstate_dir = "state"\n[model]\npath = "../models/m"\n[outbox]\npath = "/abs/o.sqlite"\n')
+    cfg = load_config(path)
+    assert cfg.node.state_dir == str(tmp_path / "etc" / "state")
+    assert Path(cfg.model.path).resolve() == (tmp_path / "models" / "m").resolve()
+    assert cfg.outbox.path == "/abs/o.sqlite"

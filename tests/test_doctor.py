@@ -181,7 +181,7 @@ def test_broker_tls(tmp_path, make_broker):
 
 
 def test_disk_warns_when_a_full_outbox_would_not_fit(tmp_path, mqtt_broker):
-    cfg, _ = gateway(tmp_path, "/dev/null", mqtt_broker.port, outbox={"max_events": 10**12})
+    cfg, _ = gateway(tmp_path, "/dev/null", mqtt_broker.port, outbox={"max_events": 10**9})  # the most the config allows: terabytes
     r = run(cfg, only=("disk",))[0]
     assert r.status == WARN and "max_events" in r.fix
 

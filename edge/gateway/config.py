@@ -134,6 +134,28 @@ _POSITIVE = {"board.baudrate", "board.counts_per_unit", "board.text_fs", "board.
              "trigger.off", "trigger.coincidence", "trigger.min_duration_s", "trigger.max_duration_s",
              "mqtt.port", "mqtt.keepalive_s", "outbox.max_events", "health.interval_s"}
 _NON_NEGATIVE = {"trigger.refractory_s", "trigger.pre_s"}
+# Values that parse and are positive but would make the daemon run and detect nothing, or that a library
+# chokes on: (lowest, highest, why). Each bound is far outside what a working node uses.
+_RANGES: dict[str, tuple[float, float, str]] = {
+    "board.baudrate": (300, 20_000_000, "serial baud rate"),
+    "board.counts_per_unit": (1e-6, 1e18, "ADC counts per physical unit"),
+    "board.text_fs": (1.0, 1e6, "Hz"),
+    "board.reconnect_max_s": (0.1, 3600.0, "seconds"),
+    "model.threads": (1, 64, "interpreter threads"),
+    "trigger.highpass_hz": (0.01, 1e5, "Hz"),
+    "trigger.lowpass_hz": (0.1, 5e5, "Hz"),
+    "trigger.sta_s": (1e-4, 10.0, "seconds (at least one sample at 10 kHz)"),
+    "trigger.lta_s": (0.01, 600.0, "seconds"),
+    "trigger.on": (1.01, 1e4, "STA/LTA ratio (above 1: louder than the background)"),
+    "trigger.coincidence": (1, 64, "channels"),
+    "trigger.min_duration_s": (0.0, 60.0, "seconds"),
+    "trigger.max_duration_s": (0.01, 86_400.0, "seconds"),
+    "trigger.refractory_s": (0.0, 600.0, "seconds"),
+    "trigger.pre_s": (0.0, 60.0, "seconds"),
+    "mqtt.keepalive_s": (1, 65_535, "seconds (the MQTT limit)"),
+    "outbox.max_events": (1, 1_000_000_000, "rows"),
+    "health.interval_s": (1.0, 86_400.0, "seconds (health is a rate report, not a stream)"),
+}
 
 
 def _coerce(value: Any, kind: type, where: str) -> Any:
@@ -182,6 +204,11 @@ def _check(cfg: Config) -> None:
                 raise UserError(f"{src}: {where} = {value!r}; expected a positive number")
             if where in _NON_NEGATIVE and value < 0:
                 raise UserError(f"{src}: {where} = {value!r}; expected zero or more")
+            if where in _RANGES and not _RANGES[where][0] <= value <= _RANGES[where][1]:
+                lo, hi, unit = _RANGES[where]
+                raise UserError(f"{src}: {where} = {value!r}; allowed {lo:g} to {hi:g} ({unit})")
+            if isinstance(value, str) and any(ord(ch) < 32 for ch in value):
+                raise UserError(f"{src}: {where} = {value!r}; control characters (such as NUL) are not allowed")
     for key in ("site", "node"):
         value = getattr(cfg.node, key)
         if not _NAME.match(value):
@@ -229,8 +256,30 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     return cfg
 
 
+# Keys naming files or directories: a relative value is taken relative to the configuration file's directory
+# (under systemd the working directory is /, so relative-to-cwd would depend on who started the daemon).
+_PATH_KEYS = {"node": ("state_dir",), "model": ("path",), "outbox": ("path",),
+              "mqtt": ("password_file", "ca_file", "cert_file", "key_file")}
+
+
+def _resolve_paths(data: dict, base: Path) -> dict:
+    """``data`` with relative path values made absolute against ``base`` (non-path keys untouched)."""
+    out = dict(data)
+    for section, keys in _PATH_KEYS.items():
+        table = out.get(section)
+        if not isinstance(table, dict):
+            continue
+        table = dict(table)
+        for key in keys:
+            value = table.get(key)
+            if isinstance(value, str) and value and "://" not in value and not Path(value).is_absolute():
+                table[key] = str(base / value)
+        out[section] = table
+    return out
+
+
 def load_config(path: str | Path) -> Config:
-    """Read and validate the daemon's TOML configuration file."""
+    """Read and validate the daemon's TOML configuration file; relative paths in it are relative to it."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -241,7 +290,7 @@ def load_config(path: str | Path) -> Config:
         raise UserError(f"{path}: cannot read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML ({exc})") from None
-    return parse_config(data, str(path))
+    return parse_config(_resolve_paths(data, path.resolve().parent), str(path))
 
 
 def password(cfg: MqttConfig) -> str | None:
