@@ -181,7 +181,8 @@ def test_broker_tls(tmp_path, make_broker):
 
 
 def test_disk_warns_when_a_full_outbox_would_not_fit(tmp_path, mqtt_broker):
-    cfg, _ = gateway(tmp_path, "/dev/null", mqtt_broker.port, outbox={"max_events": 10**9})  # the most the config allows: terabytes
+    # The most rows the config allows: terabytes, more than any disk here has free.
+    cfg, _ = gateway(tmp_path, "/dev/null", mqtt_broker.port, outbox={"max_events": 10**9})
     r = run(cfg, only=("disk",))[0]
     assert r.status == WARN and "max_events" in r.fix
 
