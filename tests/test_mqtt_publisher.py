@@ -10,6 +10,7 @@ import json
 import logging
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -387,3 +388,19 @@ def test_waveforms_published_when_enabled(make_broker, publishers, tmp_path):
     assert off.submit_waveform("x", window, 4000.0, "t", ["Z", "N", "E"]) is None  # disabled by default
     off.stop(timeout=0)
     col.close()
+
+
+def test_a_broker_acl_that_refuses_the_event_topic_dead_letters_instead_of_deleting(make_broker, tmp_path,
+                                                                                     publishers):
+    acl = tmp_path / "acl"
+    acl.write_text(f"topic readwrite {TOPIC}/status\ntopic readwrite {TOPIC}/health\ntopic read #\n")
+    broker = make_broker(acl_file=acl)
+    pub = publishers(make_cfg(tmp_path, broker.port))
+    for i in range(1, 6):
+        pub.submit_event(sample_event(i))
+    assert wait_until(lambda: pub.stats()["dead_lettered"] == 5, T), pub.stats()
+    assert pub.outbox.depth() == 0 and pub.outbox.dead_letters() == 5  # kept on disk, not deleted
+    assert pub.stats()["acked"] == 0
+    with sqlite3.connect(pub.outbox.path) as db:
+        reasons = {r for (r,) in db.execute("SELECT reason FROM dead_letter")}
+    assert reasons == {"Not authorized (0x87)"}

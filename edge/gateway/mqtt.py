@@ -76,6 +76,14 @@ class _Ack:
     at: float
     failed: bool
     reason: str
+    code: int = 0
+
+
+# PUBACK reason codes that will not change by retrying (MQTT 5, section 3.4.2.1): the message goes to the
+# outbox's dead-letter table. Other failures (quota exceeded, unspecified) are retried with back-off.
+PERMANENT_REFUSALS = {0x83: "implementation specific error", 0x87: "not authorized", 0x90: "topic name invalid",
+                      0x95: "packet too large", 0x99: "payload format invalid"}
+RETRY_MIN_S, RETRY_MAX_S = 1.0, 60.0
 
 
 @dataclass(frozen=True)
@@ -144,8 +152,9 @@ class Publisher:
         self._ever_connected = False
         self._down_since: float | None = time.monotonic()
         self._last_problem = ""
+        self._refusals_logged: set[str] = set()
         self.latencies_ms: collections.deque[float] = collections.deque(maxlen=_LATENCY_SAMPLES)
-        self.counters = {"submitted": 0, "published": 0, "acked": 0, "rejected": 0, "connects": 0,
+        self.counters = {"submitted": 0, "published": 0, "acked": 0, "dead_lettered": 0, "retried": 0, "connects": 0,
                          "reconnects": 0, "connect_failures": 0, "waveforms": 0, "health_sent": 0}
         self.client = self._make_client()
 
@@ -247,7 +256,8 @@ class Publisher:
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         # Runs with paho's message mutex held: only hand the PUBACK over to the sender thread.
-        self._events.put(_Ack(mid, time.monotonic(), reason_code.is_failure, str(reason_code)))
+        self._events.put(_Ack(mid, time.monotonic(), reason_code.is_failure, str(reason_code),
+                              int(getattr(reason_code, "value", 0))))
 
     # ----------------------------------------------------------------- submitting (pipeline thread)
     def submit_event(self, msg: dict, t_close: float | None = None) -> int:
@@ -300,9 +310,11 @@ class Publisher:
         live = False
         inflight: dict[int, _InFlight] = {}  # by paho's packet id
         cursor = 0  # highest row id handed to the client in this session
+        retry_at: float | None = None  # when rows the broker refused for now are sent again
+        backoff = RETRY_MIN_S
         while True:
             try:
-                batch = [self._events.get(timeout=0.05 if self._stopping.is_set() else 1.0)]
+                batch = [self._events.get(timeout=0.05 if self._stopping.is_set() or retry_at else 1.0)]
             except queue.Empty:
                 batch = []
             while True:
@@ -311,16 +323,24 @@ class Publisher:
                 except queue.Empty:
                     break
             acked: list[tuple[_InFlight, float]] = []
+            refused: dict[int, str] = {}
             for ev in batch:
                 if isinstance(ev, _Ack):
                     entry = inflight.pop(ev.mid, None)
                     if entry is None:
                         continue  # status or health message, or a packet of a dropped session
-                    if ev.failed:
-                        self.counters["rejected"] += 1
-                        log.error("MQTT: broker rejected outbox row %d (%s); dropped (check the broker's ACL)",
-                                  entry.row_id, ev.reason)
-                    acked.append((entry, ev.at))
+                    if not ev.failed:
+                        acked.append((entry, ev.at))
+                        backoff = RETRY_MIN_S
+                    elif ev.code in PERMANENT_REFUSALS:
+                        refused[entry.row_id] = f"{ev.reason} (0x{ev.code:02x})"
+                    else:  # transient: the row stays queued and goes again after a pause
+                        self.counters["retried"] += 1
+                        self._log_refusal(f"{ev.reason} (0x{ev.code:02x})", "kept in the outbox and retried "
+                                          f"with back-off (next in {backoff:.0f} s)")
+                        if retry_at is None:
+                            retry_at = time.monotonic() + backoff
+                            backoff = min(2 * backoff, RETRY_MAX_S)
                 elif isinstance(ev, _Connected):
                     session, live, cursor = ev.session, True, 0
                     inflight.clear()
@@ -328,11 +348,24 @@ class Publisher:
                     live = False
             if acked:
                 self._acknowledge(acked)
+            if refused:
+                self.counters["dead_lettered"] += self.outbox.dead_letter(refused)
+                for reason in set(refused.values()):
+                    self._log_refusal(reason, "moved to the outbox's dead_letter table (fix the broker's ACL "
+                                      "or limits; the rows are kept)")
+            if retry_at is not None and time.monotonic() >= retry_at:
+                cursor, retry_at = 0, None  # resend what is queued from its oldest row, in order
             if self._stopping.is_set() and (self.outbox.depth() == 0 or not self._connected
                                             or time.monotonic() >= self._stop_deadline):
                 return
             if live and len(inflight) < self.window:
                 cursor, live = self._send_more(session, inflight, cursor)
+
+    def _log_refusal(self, reason: str, outcome: str) -> None:
+        """One ERROR line per kind of refusal, not one per message."""
+        if reason not in self._refusals_logged:
+            self._refusals_logged.add(reason)
+            log.error("MQTT: the broker refused a message: %s; %s", reason, outcome)
 
     def _send_more(self, session: int, inflight: dict[int, _InFlight], cursor: int) -> tuple[int, bool]:
         rows = self.outbox.pending(self.window - len(inflight), after_id=cursor)

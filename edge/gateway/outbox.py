@@ -20,6 +20,9 @@ When it is full, :meth:`Outbox.put` makes room before inserting, choosing the vi
 Every eviction is counted by label in :attr:`Outbox.evictions` (since this process opened the outbox) so
 that health messages show what was lost and why. The new row is always kept.
 
+Refusals: a row the broker refuses for good (not authorised, topic invalid, packet too large) is moved
+to the ``dead_letter`` table with the broker's reason: counted, kept, never silently deleted.
+
 Thread safety: one connection shared under a lock; the pipeline thread puts while the MQTT sender thread
 reads and acknowledges.
 """
@@ -52,6 +55,16 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_label ON outbox (label, id);
 CREATE INDEX IF NOT EXISTS outbox_kind ON outbox (kind, id);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    label TEXT NOT NULL,
+    created REAL NOT NULL,
+    reason TEXT NOT NULL,
+    refused REAL NOT NULL
+);
 """
 
 
@@ -196,6 +209,39 @@ class Outbox:
         with self._lock:
             row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
         return int(row[0]) if row else 0
+
+    def dead_letter(self, refused: dict[int, str]) -> int:
+        """Move rows the broker refused for good (``{row id: reason}``) to the ``dead_letter`` table.
+
+        They leave the queue but stay on disk with the broker's reason, for an operator to look at and
+        resend after fixing the broker's ACL or limits. Returns how many rows were moved.
+        """
+        if not refused:
+            return 0
+        with self._lock:
+            self._sync("FULL")
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                moved = 0
+                for row_id, reason in refused.items():
+                    cur = db.execute(
+                        "INSERT INTO dead_letter (id, topic, payload, kind, label, created, reason, refused) "
+                        "SELECT id, topic, payload, kind, label, created, ?, ? FROM outbox WHERE id = ?",
+                        (reason, time.time(), int(row_id)))
+                    moved += cur.rowcount
+                    db.execute("DELETE FROM outbox WHERE id = ?", (int(row_id),))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            self._depth -= moved
+            return moved
+
+    def dead_letters(self) -> int:
+        """Rows the broker refused for good, kept in the ``dead_letter`` table."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM dead_letter").fetchone()[0])
 
     def close(self) -> None:
         """Checkpoint the WAL and close the file."""
