@@ -181,7 +181,7 @@ def test_mqtt_doc_has_every_health_field(tmp_path):
     publisher = Publisher(cfg, "b00t", "0", {"name": "m", "sha256": "0" * 64})
     fake = SimpleNamespace(started=time.monotonic(), _cpu0=(time.monotonic() - 1, 0.0), pipeline=None, decoder=None,
                            boot_id="b00t", serial_state="not connected", dropped_chunks=0, events_out=0,
-                           board_status=None, publisher=publisher, chunks=queue.Queue())
+                           board_status=None, publisher=publisher, chunks=queue.Queue(), dead_workers=dict)
     try:
         health = Daemon.health(fake)
     finally:

@@ -23,7 +23,7 @@ from mqtt_broker import Collector, free_port, read_retained, wait_until
 
 from edge.gateway.config import parse_config
 from edge.gateway.messages import decode_waveform
-from edge.gateway.mqtt import Publisher
+from edge.gateway.mqtt import Publisher, _Wake
 from edge.gateway.outbox import Outbox
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,7 +237,7 @@ def test_connection_lost_with_events_in_flight_resends_them(mqtt_broker, publish
 _CHILD = """
 import json, sys, time
 from edge.gateway.config import parse_config
-from edge.gateway.mqtt import Publisher
+from edge.gateway.mqtt import Publisher, _Wake
 cfg = parse_config(json.loads(sys.argv[1]))
 events = json.loads(open(sys.argv[2]).read())
 pub = Publisher(cfg, "boot-child", "0.1.0", {"name": "triaxial", "sha256": "ab" * 32})
@@ -404,3 +404,14 @@ def test_a_broker_acl_that_refuses_the_event_topic_dead_letters_instead_of_delet
     with sqlite3.connect(pub.outbox.path) as db:
         reasons = {r for (r,) in db.execute("SELECT reason FROM dead_letter")}
     assert reasons == {"Not authorized (0x87)"}
+
+
+def test_a_sender_that_dies_on_its_outbox_says_so(mqtt_broker, tmp_path, publishers):
+    pub = publishers(make_cfg(tmp_path, mqtt_broker.port))
+    pub.submit_event(sample_event(1))
+    assert wait_until(lambda: pub.stats()["acked"] == 1, T)
+    assert pub.dead_workers() == {}
+    pub.outbox._db.close()  # the outbox's file fails under the sender, as a corrupt page or a lost disk would
+    pub._events.put(_Wake())
+    assert wait_until(lambda: "mqtt-sender" in pub.dead_workers(), T)
+    assert "ProgrammingError" in pub.dead_workers()["mqtt-sender"]

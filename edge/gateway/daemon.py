@@ -78,11 +78,26 @@ class Daemon:
         self.dropped_chunks = 0
         self.serial_state = "not connected"
         self.events_out = 0
+        self.exit_code = 0  # 1 when a worker thread died
+        self._worker_failures: dict[str, str] = {}
         self._events_logged = 0
         self._cpu0 = (time.monotonic(), sum(os.times()[:2]))
 
     def _model_status(self) -> dict:
         return {"name": self.classifier.card["name"], "sha256": self.classifier.card["sha256"]}
+
+    # ------------------------------------------------------------------ workers
+    def _guarded(self, name: str, target) -> None:
+        """Run a worker thread's body; if it raises, log the cause and record it for the main loop."""
+        try:
+            target()
+        except Exception as exc:
+            self._worker_failures[name] = f"{type(exc).__name__}: {exc}"
+            log.exception("worker thread %r died", name)
+
+    def dead_workers(self) -> dict[str, str]:
+        """Worker threads that died, with their cause: the daemon must not look healthy without them."""
+        return {**self._worker_failures, **self.publisher.dead_workers()}
 
     # ------------------------------------------------------------------ input
     def _reader_thread(self) -> None:
@@ -243,6 +258,7 @@ class Daemon:
             "cpu_percent": round(100 * (cpu - cpu_prev) / max(now - t_prev, 1e-6), 1),
             "rss_mb": round(rss_mb(), 1),
             "mqtt": self.publisher.stats(),
+            "dead_workers": self.dead_workers(),
         }
 
     def request_stop(self, *_args) -> None:
@@ -262,7 +278,8 @@ class Daemon:
             signal.signal(signal.SIGHUP, self.request_reload)
         self.publisher.start()
         self.decoder = self._make_decoder()
-        reader = threading.Thread(target=self._reader_thread, name="serial", daemon=True)
+        reader = threading.Thread(target=self._guarded, args=("serial", self._reader_thread), name="serial",
+                                  daemon=True)
         reader.start()
         log.info("stopewatch %s: site %s node %s, model %s, board %s, broker %s:%d", package_version(),
                  self.cfg.node.site, self.cfg.node.node, self.classifier.card["name"], self.cfg.board.port,
@@ -273,6 +290,12 @@ class Daemon:
         next_health = time.monotonic() + min(5.0, self.cfg.health.interval_s)
         next_watchdog = time.monotonic()
         while not self.stop_event.is_set():
+            if dead := self.dead_workers():  # no silent half-daemon: exit, and systemd restarts us
+                why = "; ".join(f"{k}: {v}" for k, v in dead.items())
+                log.error("stopping: worker thread(s) died (%s); exit 1 so that systemd restarts the service", why)
+                self.notifier.status(f"FAILED: {why}")
+                self.exit_code = 1
+                break
             self._process(self._take_chunks(timeout=0.2))
             if self._reload.is_set():
                 self._reload.clear()
@@ -295,13 +318,17 @@ class Daemon:
 
     def _shutdown(self) -> int:
         self.notifier.stopping("draining")
-        while data := self._take_chunks(timeout=0):  # what the board already sent is processed ...
-            self._process(data)
-        if self.pipeline is not None:
-            self._emit(self.pipeline.flush())
+        try:
+            while data := self._take_chunks(timeout=0):  # what the board already sent is processed ...
+                self._process(data)
+            if self.pipeline is not None:
+                self._emit(self.pipeline.flush())
+        except Exception:  # a broken outbox after a worker died: report it, still stop cleanly
+            log.exception("draining failed; events of the last blocks may not be stored")
+            self.exit_code = 1
         left = self.publisher.stop(timeout=10.0)
         log.info("stopped after %d events; %d left in the outbox for the next start", self.events_out, left)
-        return 0
+        return self.exit_code
 
 
 def run(config_path: str) -> int:

@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import queue
+import sqlite3
 import ssl
 import threading
 import time
@@ -153,6 +154,7 @@ class Publisher:
         self._down_since: float | None = time.monotonic()
         self._last_problem = ""
         self._refusals_logged: set[str] = set()
+        self.failure: str | None = None  # why the sender thread died, if it did
         self.latencies_ms: collections.deque[float] = collections.deque(maxlen=_LATENCY_SAMPLES)
         self.counters = {"submitted": 0, "published": 0, "acked": 0, "dead_lettered": 0, "retried": 0, "connects": 0,
                          "reconnects": 0, "connect_failures": 0, "waveforms": 0, "health_sent": 0}
@@ -306,6 +308,25 @@ class Publisher:
 
     # ----------------------------------------------------------------- sender thread
     def _sender(self) -> None:
+        try:
+            self._send_loop()
+        except Exception as exc:  # e.g. the outbox's disk or file failed: say so, the daemon exits for systemd
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.exception("MQTT: the sender thread died (%s); nothing more is delivered", self.failure)
+
+    def dead_workers(self) -> dict[str, str]:
+        """Threads of this publisher that stopped without being asked, and why (empty while all is well)."""
+        if self._thread is None or self._stopping.is_set():
+            return {}
+        dead = {}
+        if not self._thread.is_alive():
+            dead["mqtt-sender"] = self.failure or "ended"
+        network = getattr(self.client, "_thread", None)  # paho's loop_start() thread (not public API)
+        if network is not None and not network.is_alive():
+            dead["mqtt-network"] = "paho's network thread ended"
+        return dead
+
+    def _send_loop(self) -> None:
         session = 0  # the connection this thread last saw established
         live = False
         inflight: dict[int, _InFlight] = {}  # by paho's packet id
@@ -464,7 +485,8 @@ class Publisher:
                 info.wait_for_publish(timeout=5.0)
         self.client.disconnect()
         self.client.loop_stop()
-        self.outbox.close()
+        with contextlib.suppress(sqlite3.Error):  # a damaged outbox was already reported by the sender
+            self.outbox.close()
         log.info("MQTT: stopped; %d events left in the outbox for the next start", left)
         self._left = left
         return left
