@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # the pipeline (and scipy) is imported after READY
     from firmware_bridge.decoder import Decoder, SampleBlock, StatusReport
 
 log = logging.getLogger("stopewatch")
+EVENT_LOG_PER_S = 1.0  # journal lines per second for events, at most
 CHUNK_QUEUE = 20_000  # byte chunks waiting for the pipeline; beyond this we drop and count (never block the port)
 
 
@@ -79,6 +80,8 @@ class Daemon:
         self.serial_state = "not connected"
         self.events_out = 0
         self.exit_code = 0  # 1 when a worker thread died
+        self._event_log_at = -1e9
+        self._events_not_logged = 0
         self._worker_failures: dict[str, str] = {}
         self._events_logged = 0
         self._cpu0 = (time.monotonic(), sum(os.times()[:2]))
@@ -193,7 +196,19 @@ class Daemon:
             self.publisher.submit_waveform(msg["event_id"], event.samples, w.fs, w.start, w.channels,
                                            self.cfg.board.units, msg["label"])
             self.events_out += 1
-            log.debug("event %s %s %.2f at %s", msg["seq"], msg["label"], msg["confidence"], msg["trigger_time"])
+            self._log_event(msg)
+
+    def _log_event(self, msg: dict) -> None:
+        """One journal line per event, at most ``EVENT_LOG_PER_S`` a second (a drilling shift must not fill
+        the journal); lines held back are counted in the next one."""
+        now = time.monotonic()
+        if now - self._event_log_at < 1.0 / EVENT_LOG_PER_S:
+            self._events_not_logged += 1
+            return
+        more = f" (+{self._events_not_logged} not logged)" if self._events_not_logged else ""
+        log.info("event %s: %s %.2f at %s, PPV %.3g%s", msg["seq"], msg["label"], msg["confidence"],
+                 msg["trigger_time"], msg["features"]["ppv"], more)
+        self._event_log_at, self._events_not_logged = now, 0
 
     # ------------------------------------------------------------------ control
     def _reload_now(self) -> None:
