@@ -24,6 +24,9 @@ from field_support import shipped_model
 from jsonschema import Draft202012Validator
 from mqtt_broker import Collector, read_retained, wait_until
 
+from edge.gateway.messages import decode_waveform
+from edge.gateway.model import Classifier
+from firmware_bridge.clock import parse_iso_utc
 from firmware_bridge.simulator import BoardSimulator, PtyPort
 from training.synthetic.stream import StreamSynth
 
@@ -58,7 +61,7 @@ class Board:
         self.pty.close()
 
 
-def write_config(tmp: Path, board: Board, port: int) -> Path:
+def write_config(tmp: Path, board: Board, port: int, waveforms: bool = False) -> Path:
     cfg = tmp / "stopewatch.toml"
     cfg.write_text(f"""
 [node]
@@ -72,6 +75,7 @@ counts_per_unit = 1e9
 path = "{shipped_model()}"
 [mqtt]
 port = {port}
+publish_waveforms = {str(waveforms).lower()}
 [health]
 interval_s = 2.0
 """)
@@ -131,7 +135,7 @@ def test_events_arrive_with_the_spec_fields_and_validate(mqtt_broker, tmp_path, 
     cleanup(board)
     col = Collector(mqtt_broker.port, f"{TOPIC}/#")
     cleanup(col)
-    daemon = Daemon(write_config(tmp_path, board, mqtt_broker.port), tmp_path)
+    daemon = Daemon(write_config(tmp_path, board, mqtt_broker.port, waveforms=True), tmp_path)
     cleanup(daemon)
     assert col.wait_for(lambda c: len(events(c)) >= 4, T), daemon.text()
     validator = Draft202012Validator(json.loads((ROOT / "edge/schemas/event.schema.json").read_text()))
@@ -153,9 +157,23 @@ def test_events_arrive_with_the_spec_fields_and_validate(mqtt_broker, tmp_path, 
     board_status = health["board"]
     assert abs(board_status["temperature_c"] - 35.0) <= 0.6 and board_status["supply_v"] == 5.02
     assert len(board_status["gain"]) == 3 and len(board_status["clipped"]) == 3
-    # What was injected is what was published: the labels of the first events match the truth.
+    # What the gateway classified is what it published: its waveform, classified again by the same model
+    # (the board runs at the model's rate, so the window is exactly the model's input), gives the same answer.
+    assert col.wait_for(lambda c: len(c.payloads(f"{TOPIC}/waveform")) >= len(got), T)
+    waves = {w["event_id"]: w for w in col.payloads(f"{TOPIC}/waveform")}
+    clf = Classifier(shipped_model())
+    for msg in got:
+        again = clf.classify(decode_waveform(waves[msg["event_id"]])[None], msg["window"]["fs"])[0]
+        assert again.label == msg["label"] and abs(again.confidence - msg["confidence"]) < 1e-5, msg["seq"]
+    # And it is mostly what was injected (a sanity check of the whole chain, not a model benchmark).
     truth = [json.loads(line) for line in board.truth.read_text().splitlines()]
-    assert sum(m["label"] == t["label"] for m, t in zip(got, truth, strict=False)) >= len(got) - 1
+    onsets = [(parse_iso_utc(t["time"]), t["label"]) for t in truth]
+    matched = []
+    for msg in got:  # each event to the injected one whose onset is within 0.5 s of its trigger
+        at = parse_iso_utc(msg["trigger_time"])
+        near = [label for ns, label in onsets if abs(ns - at) < 5e8]
+        matched.append(bool(near) and near[0] == msg["label"])
+    assert sum(matched) >= len(got) / 2, list(zip([m["label"] for m in got], matched, strict=True))
 
 
 def test_broker_outage_of_30_s_with_50_events_loses_none(make_broker, tmp_path, cleanup):
