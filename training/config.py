@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "preprocess": {"fs": 4000.0, "samples": 4096, "highpass_hz": 3.0, "lowpass_hz": 1800.0, "order": 4,
                    "clip": 16.0},
     "model": {
+        "arch": "cnn",  # cnn, wide_cnn, deep_cnn, gru, attention, ref_cnn (training/net.py)
         "filters": [16, 32, 48, 64, 64],
         "kernels": [16, 9, 9, 5, 3],
         "strides": [4, 4, 2, 2, 2],
@@ -113,6 +114,7 @@ _CHOICES = {
     ("data", "source"): ("synthetic", "files"),
     ("data", "channels"): (1, 3),
     ("train", "class_weight"): ("balanced", "none"),
+    ("model", "arch"): ("cnn", "wide_cnn", "deep_cnn", "gru", "attention", "ref_cnn"),
     ("model", "channel_policy"): ("", "strict", "first", "zero_fill", "any"),
     ("open_set", "score"): ("msp", "energy", "max_logit", "mahalanobis"),
 }

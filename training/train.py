@@ -256,15 +256,38 @@ def representative_set(train: D.Prepared, n: int, clip: float, seed: int) -> np.
     return D.to_model_input(train.x[np.sort(idx)], clip)
 
 
+def tflite_ops(content: bytes) -> tuple[list[str], list[str]]:
+    """(builtin ops, ops with a float32 tensor) of a converted model, read without the default delegate
+    (which would fold most ops into one DELEGATE node): an int8 model runs on LiteRT's int8 kernels
+    when the second list is empty."""
+    from edge.gateway.model import load_interpreter_class
+    cls = load_interpreter_class()
+    try:
+        from ai_edge_litert.interpreter import OpResolverType
+        kw = {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    except ImportError:  # tflite_runtime / tf.lite: the op list may show DELEGATE
+        kw = {}
+    it = cls(model_content=content, num_threads=1, **kw)
+    it.allocate_tensors()
+    dtypes = {t["index"]: np.dtype(t["dtype"]) for t in it.get_tensor_details()}
+    ops, floating = set(), set()
+    for op in it._get_ops_details():
+        ops.add(op["op_name"])
+        if any(dtypes[i] == np.float32 for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0):
+            floating.add(op["op_name"])
+    return sorted(ops), sorted(floating)
+
+
 def tflite_info(content: bytes) -> dict:
-    """Ops, input/output types and quantization, and int8 weight sparsity of a converted model."""
+    """Ops (and those computing in float), input/output types and quantization of a converted model."""
     from edge.gateway.model import load_interpreter_class
     it = load_interpreter_class()(model_content=content, num_threads=1)
     it.allocate_tensors()
-    ops = sorted({op["op_name"] for op in it._get_ops_details()})
+    ops, float_ops = tflite_ops(content)
     i, o = it.get_input_details()[0], it.get_output_details()[0]
-    return {"ops": ops, "input": {"dtype": np.dtype(i["dtype"]).name, "shape": [int(v) for v in i["shape"]],
-                                  "scale": float(i["quantization"][0]), "zero_point": int(i["quantization"][1])},
+    return {"ops": ops, "float_ops": float_ops,
+            "input": {"dtype": np.dtype(i["dtype"]).name, "shape": [int(v) for v in i["shape"]],
+                      "scale": float(i["quantization"][0]), "zero_point": int(i["quantization"][1])},
             "output": {"dtype": np.dtype(o["dtype"]).name, "scale": float(o["quantization"][0]),
                        "zero_point": int(o["quantization"][1])}}
 
@@ -422,7 +445,7 @@ def write_model(cfg: dict, data: Data, pruned: Pruned, exported: Exported, calib
                         f"{cfg['calibration']['reject_fraction']:.0%} quantile of correct validation answers)",
         "open_set": calibration.open_set.card(),
         "entropy": "Shannon entropy / log(number of classes)",
-        "architecture": {k: cfg["model"][k] for k in ("filters", "kernels", "strides", "dropout")},
+        "architecture": {k: cfg["model"][k] for k in ("arch", "filters", "kernels", "strides", "dropout")},
         "parameters": int(pruned.model.count_params()),
         "macs": macs(pruned.model),
         "sparsity": pruned.sparsity,
