@@ -96,19 +96,20 @@ def check_model(cfg: Config, board: Board | None) -> Result:
         return Result("model", FAIL, text, fix)
     card = clf.card
     name = f"{card['name']} {card['version']} ({card['sha256'][:12]})"
+    problems = card_fit(card, board, cfg.trigger.pre_s)  # first: a model for another board is the news
+    fatal = [p.text for p in problems if p.fatal]
+    if fatal:
+        fixes = [p.fix for p in problems if p.fatal and p.fix]
+        return Result("model", FAIL, f"{name} does not fit: {'; '.join(fatal)}",
+                      "; ".join(fixes) or "install the model made for this board (models/uniaxial for 1 "
+                      "channel, models/triaxial for 3) with stopewatch model install")
     test = run_selftest(clf)
     if test["right"] < test["total"]:
         wrong = ", ".join(f"{w['expected']} -> {w['label']}" for w in test["windows"] if w["label"] != w["expected"])
         return Result("model", FAIL, f"{name} misclassifies built-in test windows: {wrong}",
                       "this model or the interpreter is broken on this gateway: stopewatch model rollback")
-    problems = card_fit(card, board, cfg.trigger.pre_s)
     detail = (f"{name}: {test['right']}/{test['total']} test windows right, {test['ms_per_window']:.1f} ms/window"
               + ("" if board else "; board rate/channels not yet measured"))
-    fatal = [p.text for p in problems if p.fatal]
-    if fatal:
-        return Result("model", FAIL, f"{name} does not fit: {'; '.join(fatal)}",
-                      "install the model made for this board (models/uniaxial for 1 channel, models/triaxial "
-                      "for 3) with stopewatch model install")
     store_current = models_dir(cfg.node.state_dir) / "current"
     if Path(path).absolute() != store_current.absolute():
         return Result("model", WARN, f"{detail}; model.path is {path}, not the model store's {store_current}",

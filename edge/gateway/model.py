@@ -148,11 +148,13 @@ def rate_refusal(card: dict, board_fs: float) -> str | None:
         return None
     if LOW_RATE_FAMILY_MAX_HZ < board_fs < HIGH_RATE_FAMILY_HZ:
         hint = (f"{board_fs:g} Hz lies between the low-rate (250-1000 Hz) and high-rate (2-20 kHz) families: "
-                "resample the board's stream to a rate one family serves (field guide: rates between the regimes)")
+                "set the board to a rate one family serves, after measuring which fits (field guide: "
+                "rates between the families)")
     elif board_fs > high:
-        hint = "install a high-rate model (models/triaxial or models/uniaxial: 2-20 kHz boards)"
+        hint = "install a high-rate model: stopewatch model install models/triaxial (or models/uniaxial)"
     else:
-        hint = "install a low-rate model (models/lowrate_triaxial or models/lowrate_uniaxial: 250-1000 Hz boards)"
+        hint = ("install a low-rate model: stopewatch model install models/lowrate_triaxial "
+                "(or models/lowrate_uniaxial)")
     return (f"the board samples at {board_fs:g} Hz but model '{card.get('name', '?')}' serves boards at "
             f"{low:g}-{high:g} Hz (card board_rates_hz); {hint}")
 
