@@ -146,17 +146,20 @@ def rate_refusal(card: dict, board_fs: float) -> str | None:
     low, high = board_rates_hz(card)
     if low <= board_fs <= high:
         return None
+    source = "card board_rates_hz" if "board_rates_hz" in card else f"inferred from its rate, {float(card['fs']):g} Hz"
     if LOW_RATE_FAMILY_MAX_HZ < board_fs < HIGH_RATE_FAMILY_HZ:
         hint = (f"{board_fs:g} Hz lies between the low-rate (250-1000 Hz) and high-rate (2-20 kHz) families: "
                 "set the board to a rate one family serves, after measuring which fits (field guide: "
                 "rates between the families)")
+    elif board_fs > high >= HIGH_RATE_FAMILY_HZ:  # a high-rate model: the board is faster than it serves
+        hint = f"set the board to at most {high:g} Hz"
     elif board_fs > high:
         hint = "install a high-rate model: stopewatch model install models/triaxial (or models/uniaxial)"
     else:
         hint = ("install a low-rate model: stopewatch model install models/lowrate_triaxial "
                 "(or models/lowrate_uniaxial)")
     return (f"the board samples at {board_fs:g} Hz but model '{card.get('name', '?')}' serves boards at "
-            f"{low:g}-{high:g} Hz (card board_rates_hz); {hint}")
+            f"{low:g}-{high:g} Hz ({source}); {hint}")
 
 
 def read_card(path: str | Path) -> dict:
