@@ -133,3 +133,21 @@ def test_lowrate_card_and_replay_of_a_500_hz_stream(tmp_path, capsys):
     right = sum(m["label"] in ("microseismic", "blast") for m in messages)
     assert right >= 0.8 * len(messages), [m["label"] for m in messages]
     assert "score against the stream's ground truth" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not (LOWRATE / "model_card.json").is_file(), reason="models/lowrate_triaxial not trained yet")
+def test_doctor_passes_the_lowrate_model_on_a_500_hz_board_with_its_own_test_windows(tmp_path):
+    from edge.field.doctor import run_selftest, selftest_windows
+    from edge.gateway.model import Classifier
+
+    waves, _, fs = selftest_windows(500.0)
+    assert fs == 500.0 and waves.shape[-1] == 4096
+    test = run_selftest(Classifier(LOWRATE))
+    assert test["right"] == test["total"] == 6, test
+    state = tmp_path / "state"
+    ModelStore(state / "models").install(LOWRATE, board=Board(500.0, 3, "measured"), pre_s=2.0)
+    cfg_path = write_config(tmp_path / "c.toml", state, trigger={"pre_s": 2.0})
+    r = check_model(load_gateway_config(cfg_path), Board(500.0, 3, "measured"))
+    assert r.status == PASS and "6/6 test windows right" in r.detail, r
+    r = check_model(load_gateway_config(cfg_path), Board(4000.0, 3, "measured"))
+    assert r.status == FAIL and "models/triaxial" in r.fix, r
