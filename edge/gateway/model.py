@@ -156,8 +156,7 @@ def rate_refusal(card: dict, board_fs: float) -> str | None:
     elif board_fs > high:
         hint = "install a high-rate model: stopewatch model install models/triaxial (or models/uniaxial)"
     else:
-        hint = ("install a low-rate model: stopewatch model install models/lowrate_triaxial "
-                "(or models/lowrate_uniaxial)")
+        hint = "install a low-rate model: stopewatch model install models/lowrate_triaxial"
     return (f"the board samples at {board_fs:g} Hz but model '{card.get('name', '?')}' serves boards at "
             f"{low:g}-{high:g} Hz ({source}); {hint}")
 
