@@ -8,6 +8,10 @@ healthy gateway always passes and a broken install (wrong model, altered preproc
 interpreter build) does not.
 
     .venv/bin/python scripts/make_selftest_windows.py [MODEL_DIR ...]   (default: models/*/)
+
+Each rate family has its own windows: the 4 kHz models' (windows.npz, the high regime at 4 kHz) and the
+low-rate models' (windows_low.npz, the low regime at 500 Hz, onset 2 s in); the models given (or found)
+are split by their rate.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.gateway.model import Classifier  # noqa: E402
+from edge.gateway.model import HIGH_RATE_FAMILY_HZ, Classifier  # noqa: E402
 from edge.vocabulary import CLASSES  # noqa: E402
 from training.synthetic.generate import generate_windows  # noqa: E402
 
@@ -36,7 +40,17 @@ def main(argv: list[str]) -> int:
         print("no models: pass model directories or train models/triaxial first", file=sys.stderr)
         return 2
     models = [Classifier(d) for d in model_dirs]
-    ws = generate_windows(CANDIDATES, SEED, snr_db=(20.0, 30.0))
+    code = 0
+    for regime, name in (("high", "windows.npz"), ("low", "windows_low.npz")):
+        family = [m for m in models if (m.fs < HIGH_RATE_FAMILY_HZ) == (regime == "low")]
+        if family:
+            code = code or write_family(family, regime, ROOT / "edge" / "field" / "selftest" / name)
+    return code
+
+
+def write_family(models: list[Classifier], regime: str, out: Path) -> int:
+    """Pick one window per class that every model of one rate family gets right, confidently; write ``out``."""
+    ws = generate_windows(CANDIDATES, SEED, snr_db=(20.0, 30.0), regime=regime)
     # Integer counts compress well and look like what the board sends; the model normalises the scale away.
     noise_rms = np.median(np.sqrt(np.mean(ws.waveforms[:, :, :512] ** 2, axis=(1, 2))))
     counts = np.rint(ws.waveforms * (NOISE_COUNTS / noise_rms)).astype(np.float32)
@@ -52,11 +66,11 @@ def main(argv: list[str]) -> int:
             print(f"no {c} window passes every model; raise CANDIDATES", file=sys.stderr)
             return 1
         pick.append(int(idx[0]))
-    out = ROOT / "edge" / "selftest" / "windows.npz"
     np.savez_compressed(out, waveforms=counts[pick], labels=np.asarray(ws.labels[pick], dtype=str),
                         fs=np.float64(ws.fs), snr_db=ws.snr_db[pick].astype(np.float32),
                         site=np.asarray(ws.site[pick], dtype=str), units=np.asarray("counts"),
-                        provenance=np.asarray(f"generate_windows({CANDIDATES}, seed={SEED}, snr_db=(20, 30)) "
+                        provenance=np.asarray(f"generate_windows({CANDIDATES}, seed={SEED}, snr_db=(20, 30), "
+                                              f"regime={regime!r}) "
                                               f"windows {pick}; kept if right with confidence >= "
                                               f"{MIN_CONFIDENCE} by {', '.join(m.card['name'] for m in models)}"))
     print(f"wrote {out} ({out.stat().st_size} bytes): windows {pick}, "

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from field_support import shipped_model
+from field_support import model_variant, shipped_model
 from jsonschema import Draft202012Validator
 from mqtt_broker import Collector, read_retained, wait_until
 
@@ -271,6 +271,32 @@ def test_sighup_with_a_broken_model_keeps_the_running_one(mqtt_broker, tmp_path,
     assert wait_until(lambda: "reload refused" in daemon.text(), T)
     assert col.wait_for(lambda c: len(events(c)) >= n + 2, T)  # still classifying with the old model
     assert daemon.proc.poll() is None
+
+
+def test_a_model_for_another_board_rate_is_refused_until_the_right_one_is_loaded(mqtt_broker, tmp_path, cleanup):
+    """A 250-1000 Hz model on a 4 kHz board: one ERROR line, nothing classified, the refusal in health;
+    the daemon keeps running, and a SIGHUP to a model that serves the board starts classification."""
+    board = Board(tmp_path, speed=3.0, rate_per_min=30, seed=10)
+    cleanup(board)
+    col = Collector(mqtt_broker.port, f"{TOPIC}/#")
+    cleanup(col)
+    low = model_variant(shipped_model(), tmp_path / "low", board_rates_hz=[250, 1000], name="low-variant")
+    config = write_config(tmp_path, board, mqtt_broker.port)
+    config.write_text(config.read_text().replace(f'path = "{shipped_model()}"', f'path = "{low}"'))
+    daemon = Daemon(config, tmp_path)
+    cleanup(daemon)
+    refused = lambda c: any(h.get("model_refused") for h in c.payloads(f"{TOPIC}/health"))  # noqa: E731
+    assert col.wait_for(refused, T), daemon.text()
+    health = [h for h in col.payloads(f"{TOPIC}/health") if h.get("model_refused")][-1]
+    assert "4000 Hz" in health["model_refused"] and "250-1000 Hz" in health["model_refused"]
+    assert col.wait_for(lambda c: any(h.get("samples_refused", 0) > 8000 for h in c.payloads(f"{TOPIC}/health")), T)
+    errors = [line for line in daemon.text().splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "4000 Hz" in errors[0], daemon.text()
+    assert events(col) == [] and daemon.proc.poll() is None
+    config.write_text(config.read_text().replace(f'path = "{low}"', f'path = "{shipped_model()}"'))
+    daemon.proc.send_signal(signal.SIGHUP)
+    assert col.wait_for(lambda c: len(events(c)) >= 2, T), daemon.text()
+    assert "serves the board at 4000 Hz: classifying" in daemon.text()
 
 
 def test_gateway_commands_never_load_tensorflow(tmp_path):

@@ -30,7 +30,8 @@ def test_card_claim_on_fresh_test_set(model_dir):
     gen = card["metrics_test_set"]["test"]["generator"]
     assert gen["seed"] not in (card["config"]["data"]["train_seed"], card["config"]["data"]["val_seed"])
     ws = generate_windows(gen["count"], gen["seed"], sites=[gen["sites"]], fs=gen["fs"], channels=gen["channels"],
-                          samples=gen["samples"], families=tuple(gen["families"]), snr_db=tuple(gen["snr_db"]))
+                          samples=gen["samples"], families=tuple(gen["families"]), snr_db=tuple(gen["snr_db"]),
+                          regime=gen.get("regime", "high"))
     clf = Classifier(model_dir)
     assert clf.is_quantized
     logits = clf.logits_prepared(clf.prepare(ws.waveforms, ws.fs))

@@ -88,6 +88,8 @@ def test_artefacts_card_and_hashes(trained):
     assert card["files"]["model_float.tflite"] == sha256_file(trained / "model_float.tflite")
     assert card["classes"] == ["microseismic", "blast", "drilling", "electrical", "mechanical", "noise"]
     assert (card["fs"], card["channels"], card["samples"]) == (4000.0, 3, 4096)
+    assert card["board_rates_hz"] == [2000.0, 20000.0]  # not configured: the 4 kHz family's, from fs
+    assert "onset_s" not in card  # the high regime's onset is the daemon's default pre_s
     assert card["temperature"] > 0 and 0 <= card["unknown_threshold"] <= 1
     assert card["sparsity"] >= 0.59  # the configured 0.6, reached by the end step
     assert card["training_data"]["train"]["count"] == 180

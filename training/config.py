@@ -17,9 +17,14 @@ DEFAULTS: dict[str, Any] = {
     "name": "stopewatch-triaxial",
     "version": "1.0.0",
     "seed": 1,
+    # board rates (Hz) the model serves, [low, high], written to the card; [] = inferred from the
+    # model's rate as for old cards (edge.gateway.model.board_rates_hz)
+    "board_rates_hz": [],
     "data": {
         "source": "synthetic",  # "synthetic" (the generator) or "files" (datasets on disk)
         "channels": 3,
+        "regime": "high",  # the generator's rate regime: "high" (boards >= 2 kHz) or "low" (250-1000 Hz)
+        "sites": "train",  # "train" (six named profiles; held out: the other two) or "wide" (held out: wide-heldout)
         "snr_db": [-3.0, 30.0],
         "train_count": 12000,
         "val_count": 1500,
@@ -113,6 +118,8 @@ DEFAULTS: dict[str, Any] = {
 _CHOICES = {
     ("data", "source"): ("synthetic", "files"),
     ("data", "channels"): (1, 3),
+    ("data", "regime"): ("high", "low"),
+    ("data", "sites"): ("train", "wide"),
     ("train", "class_weight"): ("balanced", "none"),
     ("model", "arch"): ("cnn", "wide_cnn", "deep_cnn", "gru", "attention", "ref_cnn"),
     ("model", "channel_policy"): ("", "strict", "first", "zero_fill", "any"),
@@ -171,6 +178,9 @@ def _check(cfg: dict, where: str) -> None:
     for k in ("epochs", "batch_size", "patience"):
         if cfg["train"][k] < 1:
             raise bad(f"train.{k}", cfg["train"][k], "an integer >= 1")
+    rates = cfg["board_rates_hz"]
+    if rates and not (len(rates) == 2 and 0 < rates[0] <= rates[1]):
+        raise bad("board_rates_hz", rates, "[LOW, HIGH] board rates in Hz with 0 < LOW <= HIGH, or [] to infer")
     for k in ("snr_db",):
         v = cfg["data"][k]
         if len(v) != 2 or v[0] > v[1]:

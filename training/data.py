@@ -39,12 +39,13 @@ def cache_dir() -> Path:
 
 def synthetic(count: int, seed: int, sites: list[str] | str = "train", channels: int = 3,
               snr_db: tuple[float, float] = (-3.0, 30.0), families: tuple[str, ...] = CLASSES,
-              fs: float = 4000.0, samples: int = 4096, cache: bool = True) -> WindowSet:
+              fs: float = 4000.0, samples: int = 4096, cache: bool = True, regime: str = "high") -> WindowSet:
     """Windows of the synthetic benchmark (cached on disk by their arguments)."""
     from training.synthetic.generate import GENERATOR_VERSION, generate_windows
 
     sites = [sites] if isinstance(sites, str) else list(sites)
-    key = json.dumps([GENERATOR_VERSION, count, seed, sites, channels, list(snr_db), list(families), fs, samples])
+    key = [GENERATOR_VERSION, count, seed, sites, channels, list(snr_db), list(families), fs, samples]
+    key = json.dumps(key if regime == "high" else [*key, regime])  # high-regime caches keep their names
     path = cache_dir() / f"windows-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     if cache and path.is_file():
         return read_windows(path, vocabulary=None)
@@ -52,14 +53,15 @@ def synthetic(count: int, seed: int, sites: list[str] | str = "train", channels:
     bar = progress_bar(count, f"seed {seed}", "window")
     if bar is None:
         ws = generate_windows(count, seed, sites=sites, fs=fs, channels=channels, samples=samples,
-                              families=tuple(families), snr_db=tuple(snr_db))
+                              families=tuple(families), snr_db=tuple(snr_db), regime=regime)
     else:  # each window has its own seed (seed, index): chunks give the same windows
         parts = []
         with bar:
             for start in range(0, count, 100):
                 stop = min(count, start + 100)
                 parts.append(generate_windows(count, seed, sites=sites, fs=fs, channels=channels, samples=samples,
-                                              families=tuple(families), snr_db=tuple(snr_db), start=start, stop=stop))
+                                              families=tuple(families), snr_db=tuple(snr_db), start=start, stop=stop,
+                                              regime=regime))
                 bar.update(stop - start)
         ws = concat(parts)
     if cache:
@@ -103,14 +105,18 @@ def synthetic_plan(cfg: dict) -> dict[str, dict]:
     regenerate exactly the same test sets)."""
     d, p = cfg["data"], cfg["preprocess"]
     common = {"channels": d["channels"], "fs": p["fs"], "samples": p["samples"]}
+    if d["regime"] != "high":  # the high regime's plans (and the shipped cards) stay as they were
+        common["regime"] = d["regime"]
     snr = list(d["snr_db"])
+    train, held = (d["sites"], "heldout") if d["sites"] == "train" else ("wide", "wide-heldout")
+    every = "all" if d["sites"] == "train" else [train, held]
     plan = {
-        "train": {"count": d["train_count"], "seed": d["train_seed"], "sites": "train", "snr_db": snr},
-        "val": {"count": d["val_count"], "seed": d["val_seed"], "sites": "train", "snr_db": snr},
-        "test": {"count": d["test_count"], "seed": d["test_seed"], "sites": "train", "snr_db": snr},
-        "heldout": {"count": d["heldout_count"], "seed": d["heldout_seed"], "sites": "heldout", "snr_db": snr},
-        "lowsnr": {"count": d["lowsnr_count"], "seed": d["lowsnr_seed"], "sites": "all", "snr_db": [-3.0, 6.0]},
-        "openset": {"count": d["openset_count"], "seed": d["openset_seed"], "sites": "all", "snr_db": snr,
+        "train": {"count": d["train_count"], "seed": d["train_seed"], "sites": train, "snr_db": snr},
+        "val": {"count": d["val_count"], "seed": d["val_seed"], "sites": train, "snr_db": snr},
+        "test": {"count": d["test_count"], "seed": d["test_seed"], "sites": train, "snr_db": snr},
+        "heldout": {"count": d["heldout_count"], "seed": d["heldout_seed"], "sites": held, "snr_db": snr},
+        "lowsnr": {"count": d["lowsnr_count"], "seed": d["lowsnr_seed"], "sites": every, "snr_db": [-3.0, 6.0]},
+        "openset": {"count": d["openset_count"], "seed": d["openset_seed"], "sites": every, "snr_db": snr,
                     "families": ["rockfall"]},
     }
     return {k: {**v, **common, "families": v.get("families", list(CLASSES))} for k, v in plan.items() if v["count"]}
@@ -121,7 +127,8 @@ def load_splits(cfg: dict) -> dict[str, WindowSet]:
     d = cfg["data"]
     if d["source"] == "synthetic":
         return {name: synthetic(a["count"], a["seed"], a["sites"], channels=a["channels"], snr_db=tuple(a["snr_db"]),
-                                families=tuple(a["families"]), fs=a["fs"], samples=a["samples"])
+                                families=tuple(a["families"]), fs=a["fs"], samples=a["samples"],
+                                regime=a.get("regime", "high"))
                 for name, a in synthetic_plan(cfg).items()}
     train = read_windows(d["train"])
     splits = {}

@@ -27,7 +27,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.formats import WindowSet
-from edge.gateway.model import CARD, CARD_FORMAT, TFLITE, sha256_file, softmax, tflite_logits
+from edge.gateway.model import CARD, CARD_FORMAT, TFLITE, board_rates_hz, sha256_file, softmax, tflite_logits
 from edge.gateway.preprocess import PreprocessParams
 from edge.vocabulary import CLASSES
 from training import data as D
@@ -420,6 +420,7 @@ def write_model(cfg: dict, data: Data, pruned: Pruned, exported: Exported, calib
             if name in manifest:
                 manifest[name]["source"] = path or f"held out of {cfg['data']['train']}"
     info = exported.tflite
+    rates = cfg["board_rates_hz"] or list(board_rates_hz({"fs": params.fs}))
     card = {
         "format": CARD_FORMAT,
         "name": cfg["name"],
@@ -429,6 +430,7 @@ def write_model(cfg: dict, data: Data, pruned: Pruned, exported: Exported, calib
                   WEIGHTS: sha256_file(out / WEIGHTS)},
         "classes": list(CLASSES),
         "fs": params.fs,
+        "board_rates_hz": [float(r) for r in rates],
         "channels": cfg["data"]["channels"],
         "samples": params.samples,
         "channel_policy": cfg["model"]["channel_policy"],
@@ -455,12 +457,22 @@ def write_model(cfg: dict, data: Data, pruned: Pruned, exported: Exported, calib
         "seed": cfg["seed"],
         "training_data": manifest,
         "training_seconds": round(pruned.train_seconds, 1),
+        **_onset(cfg),
         "fine_tuned_from": None if init is None else json.loads((init / CARD).read_text())["sha256"],
         "config": cfg,
         "metrics": {},
     }
     write_card(out, card)
     return Trained(out, card, pruned.model, data, exported.history, calibration)
+
+
+def _onset(cfg: dict) -> dict:
+    """``onset_s`` (where the synthetic windows put the onset: the trigger's pre_s should match) for
+    the low regime, whose 2 s pre-event part is far from the daemon's default; {} otherwise."""
+    if cfg["data"]["source"] != "synthetic" or cfg["data"]["regime"] == "high":
+        return {}
+    from training.synthetic.sources import REGIMES
+    return {"onset_s": REGIMES[cfg["data"]["regime"]].onset_s}
 
 
 def fit_and_export(cfg: dict, splits: dict[str, WindowSet], out: Path, init: Path | None = None) -> Trained:

@@ -15,8 +15,9 @@ from firmware_bridge.clock import parse_utc
 
 
 def replay(cfg: Config, stream_path: str | Path, events_out: str | Path | None = None,
-           block_s: float = 0.1, classifier: Classifier | None = None) -> dict:
-    """Run the pipeline over a stream file; write event messages as JSON lines; score against its truth.
+           block_s: float = 0.1, classifier: Classifier | None = None, after_s: float = 1.5) -> dict:
+    """Run the pipeline over a stream file; write event messages as JSON lines; score against its truth
+    (a trigger up to ``after_s`` after an onset detects it).
 
     Returns {"messages": [...], "stats": PipelineStats, "score": dict or None, "seconds": float}.
     """
@@ -41,5 +42,5 @@ def replay(cfg: Config, stream_path: str | Path, events_out: str | Path | None =
     if stream.event_onsets is not None:
         score = score_events(stream.event_onsets, stream.event_labels, stream.event_snr_db,
                              [e.trigger_sample for e in events], [m["label"] for m in messages],
-                             stream.fs, n / stream.fs)
+                             stream.fs, n / stream.fs, after_s=after_s)
     return {"messages": messages, "stats": pipeline.stats, "score": score, "seconds": n / stream.fs}

@@ -34,7 +34,8 @@ from edge.gateway.config import Config, load_config, password
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
 # The serial check runs before the model check: the model is checked against the board it measured.
 CHECKS = ("config", "serial", "model", "broker", "clock", "disk", "service")
-SELFTEST = Path(__file__).with_name("selftest") / "windows.npz"
+SELFTEST = Path(__file__).with_name("selftest") / "windows.npz"  # 4 kHz, 1.024 s: the high-rate family
+SELFTEST_LOW = SELFTEST.with_name("windows_low.npz")  # 500 Hz, 8.192 s, onset 2 s in: the low-rate family
 CRC_ERROR_LIMIT = 0.01  # more than 1 % of frames failing CRC: cabling, grounding or baud rate
 MIN_FREE_BYTES = 100 * 2**20
 
@@ -50,15 +51,17 @@ class Result:
 
 
 # --------------------------------------------------------------------------- built-in test windows
-def selftest_windows() -> tuple[np.ndarray, np.ndarray, float]:
-    """(waveforms, labels, fs) of the built-in labelled test windows (one clear window per class)."""
-    z = read_npz(SELFTEST)
+def selftest_windows(model_fs: float = 4000.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """(waveforms, labels, fs) of the built-in labelled test windows (one clear window per class) of the
+    family of a model at ``model_fs``: a low-rate model's 8 s window cannot be fed 1 s high-rate records."""
+    from edge.gateway.model import HIGH_RATE_FAMILY_HZ
+    z = read_npz(SELFTEST_LOW if model_fs < HIGH_RATE_FAMILY_HZ else SELFTEST)
     return z["waveforms"], z["labels"].astype(str), float(z["fs"])
 
 
 def run_selftest(classifier) -> dict:
     """Classify the built-in windows; returns per-window results, how many were right and ms per window."""
-    waves, labels, fs = selftest_windows()
+    waves, labels, fs = selftest_windows(classifier.fs)
     if classifier.channels == 1 and waves.shape[1] > 1:
         waves = waves[:, :1]  # the vertical component of a triaxial record is a valid uniaxial record
     classifier.classify(waves[:1], fs)  # warm-up: the first invoke allocates
@@ -96,19 +99,20 @@ def check_model(cfg: Config, board: Board | None) -> Result:
         return Result("model", FAIL, text, fix)
     card = clf.card
     name = f"{card['name']} {card['version']} ({card['sha256'][:12]})"
+    problems = card_fit(card, board, cfg.trigger.pre_s)  # first: a model for another board is the news
+    fatal = [p.text for p in problems if p.fatal]
+    if fatal:
+        fixes = [p.fix for p in problems if p.fatal and p.fix]
+        return Result("model", FAIL, f"{name} does not fit: {'; '.join(fatal)}",
+                      "; ".join(fixes) or "install the model made for this board (models/uniaxial for 1 "
+                      "channel, models/triaxial for 3) with stopewatch model install")
     test = run_selftest(clf)
     if test["right"] < test["total"]:
         wrong = ", ".join(f"{w['expected']} -> {w['label']}" for w in test["windows"] if w["label"] != w["expected"])
         return Result("model", FAIL, f"{name} misclassifies built-in test windows: {wrong}",
                       "this model or the interpreter is broken on this gateway: stopewatch model rollback")
-    problems = card_fit(card, board, cfg.trigger.pre_s)
     detail = (f"{name}: {test['right']}/{test['total']} test windows right, {test['ms_per_window']:.1f} ms/window"
               + ("" if board else "; board rate/channels not yet measured"))
-    fatal = [p.text for p in problems if p.fatal]
-    if fatal:
-        return Result("model", FAIL, f"{name} does not fit: {'; '.join(fatal)}",
-                      "install the model made for this board (models/uniaxial for 1 channel, models/triaxial "
-                      "for 3) with stopewatch model install")
     store_current = models_dir(cfg.node.state_dir) / "current"
     if Path(path).absolute() != store_current.absolute():
         return Result("model", WARN, f"{detail}; model.path is {path}, not the model store's {store_current}",

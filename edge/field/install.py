@@ -66,13 +66,20 @@ def unit_text(name: str, prefix: str = VENV) -> str:
     return (d / name).read_text().replace(VENV, prefix.rstrip("/"))
 
 
-def shipped_model(channels: int | None) -> Path | None:
-    """The shipped model for a uniaxial (1) or triaxial (3, default) board, if present."""
+def shipped_model(channels: int | None, fs: float | None = None) -> Path | None:
+    """The shipped model for a uniaxial (1) or triaxial (3, default) board, if present: of the low-rate
+    family for a board at <= 1 kHz (falling back to the triaxial one for a uniaxial board), else 4 kHz."""
+    from edge.gateway.model import LOW_RATE_FAMILY_MAX_HZ
+
     d = shipped_dir("models")
     if d is None:
         return None
-    path = d / ("uniaxial" if channels == 1 else "triaxial")
-    return path if (path / "model_card.json").is_file() else None
+    kind = "uniaxial" if channels == 1 else "triaxial"
+    names = [f"lowrate_{kind}", "lowrate_triaxial"] if fs is not None and fs <= LOW_RATE_FAMILY_MAX_HZ else [kind]
+    for name in names:
+        if (d / name / "model_card.json").is_file():
+            return d / name
+    return None
 
 
 # --------------------------------------------------------------------------- config file
@@ -340,7 +347,7 @@ class Installer:
             if store.current_sha() is not None:
                 return False  # keep whatever model the gateway runs; `stopewatch model install` swaps it
             board = self._board_value()
-            found = shipped_model(board.channels if board else None)
+            found = shipped_model(board.channels if board else None, board.fs if board else None)
             if found is None:
                 self.log("  warning: no shipped model found; install one with "
                          f"`stopewatch model install DIR --config {self.config_path}`")

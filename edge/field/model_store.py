@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import UserError
-from edge.gateway.model import CARD, TFLITE, Classifier, read_card
+from edge.gateway.model import CARD, TFLITE, Classifier, rate_refusal, read_card
 
 BOARD_FILE = "board.json"  # what the board was measured (doctor) or declared (install) to send
 _ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
@@ -50,6 +50,7 @@ class FitProblem:
 
     text: str
     fatal: bool = True
+    fix: str = ""  # what to do, when it is more specific than "install the model made for this board"
 
 
 def models_dir(state_dir: str | Path) -> Path:
@@ -84,8 +85,11 @@ def write_board(state_dir: str | Path, board: Board) -> Path:
 def card_fit(card: dict, board: Board | None, pre_s: float | None = None) -> list[FitProblem]:
     """How the model card does not fit the board and the trigger window (empty list: it fits).
 
-    Rate: the model's band (preprocessing.lowpass_hz) must lie below the board's Nyquist frequency, or
-    the model would look for energy the board never recorded. Channels: equal, or adaptable under the
+    Rate: the board's rate must lie in the card's ``board_rates_hz`` (inferred from ``fs`` on old cards,
+    see ``edge.gateway.model.board_rates_hz``): a 4 kHz model's 1 s window cannot hold a low-rate event,
+    and a 500 Hz model's band misses what a fast board records. The model's band (preprocessing.lowpass_hz)
+    must also lie below the board's Nyquist frequency, or the model would look for energy the board
+    never recorded. Channels: equal, or adaptable under the
     card's channel_policy. Window: the trigger's pre-event part (trigger.pre_s) must fit in the model
     window, and should sit where the model was trained to see the onset.
     """
@@ -93,7 +97,11 @@ def card_fit(card: dict, board: Board | None, pre_s: float | None = None) -> lis
     fs, n = float(card["fs"]), int(card["samples"])
     if board is not None:
         lowpass = float(card["preprocessing"].get("lowpass_hz", fs / 2))
-        if lowpass >= board.fs / 2:
+        refusal = rate_refusal(card, board.fs)
+        if refusal is not None:
+            text, _, fix = refusal.partition("; ")
+            problems.append(FitProblem(text, fix=fix))
+        elif lowpass >= board.fs / 2:
             problems.append(FitProblem(f"the board samples at {board.fs:g} Hz but the model uses up to "
                                        f"{lowpass:g} Hz (needs a board rate above {2 * lowpass:g} Hz)"))
         policy = card.get("channel_policy", "strict")
@@ -232,7 +240,7 @@ class ModelStore:
                                 "are for benchmarks and their hash is not the card's sha256")
             card = clf.card
             problems = card_fit(card, board, pre_s)
-            fatal = [p.text for p in problems if p.fatal]
+            fatal = [p.text + (f"; {p.fix}" if p.fix else "") for p in problems if p.fatal]
             if fatal and not force:
                 raise UserError(f"{src}: does not fit this gateway: {'; '.join(fatal)} (--force installs anyway)")
             warnings = [p.text for p in problems if not p.fatal] + [f"forced: {t}" for t in fatal]

@@ -10,6 +10,13 @@ Signals: SIGTERM/SIGINT drain (open windows are classified, the outbox is flushe
 for a few seconds, `stopped` is published) and exit 0; SIGHUP reloads the
 configuration's trigger and model sections atomically (a model that fails to load
 leaves the old one running).
+
+A model that does not serve the board's rate (its card's ``board_rates_hz``) is refused when the rate
+becomes known, at the first block: the daemon logs one ERROR line, classifies nothing, and keeps running
+with the refusal in its health messages (``model_refused``) and in ``systemctl status``. It does not exit:
+an exit would restart into the same refusal until systemd's restart limit, and the surface would see only
+an offline node, where it now sees why; and once the right model is installed (``stopewatch model
+install`` reloads the daemon) classification starts without a restart.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from edge.field.sdnotify import Notifier
 from edge.gateway.config import Config, load_config
 from edge.gateway.health import percentile, rss_mb
 from edge.gateway.messages import EventMessenger, new_boot_id
-from edge.gateway.model import Classifier
+from edge.gateway.model import Classifier, rate_refusal
 from firmware_bridge.clock import utc_now
 
 if TYPE_CHECKING:  # the pipeline (and scipy) is imported after READY
@@ -83,6 +90,8 @@ class Daemon:
         self._event_log_at = -1e9
         self._events_not_logged = 0
         self._worker_failures: dict[str, str] = {}
+        self.model_refused: str | None = None  # why the model does not serve the board (None: it does)
+        self.samples_refused = 0  # samples per channel not classified because of that
         self._events_logged = 0
         self._cpu0 = (time.monotonic(), sum(os.times()[:2]))
 
@@ -169,10 +178,28 @@ class Daemon:
 
         return TextDecoder(fs=self.cfg.board.text_fs) if self.cfg.board.text_mode else FrameDecoder()
 
+    def _refuses(self, fs: float) -> bool:
+        """True (logged once, shown in status and health) when the model does not serve a board at ``fs``."""
+        refusal = rate_refusal(self.classifier.card, fs)
+        if refusal != self.model_refused:
+            if refusal is not None:
+                log.error("not classifying: %s", refusal)
+                self.notifier.status(f"REFUSED: {refusal}")
+            elif self.model_refused is not None:
+                log.info("model %s serves the board at %g Hz: classifying", self.classifier.card["name"], fs)
+        self.model_refused = refusal
+        return refusal is not None
+
     def _on_block(self, block: SampleBlock) -> None:
         from edge.gateway.pipeline import Pipeline
         from firmware_bridge.clock import SampleClock
 
+        if self._refuses(block.fs):
+            if self.pipeline is not None:  # the board changed to a rate this model does not serve
+                self._emit(self.pipeline.flush())
+                self.pipeline = None
+            self.samples_refused += block.data.shape[1]
+            return
         fresh = self.pipeline is None or self.pipeline.fs != block.fs \
             or len(self.pipeline.channel_names) != block.channels \
             or (block.reset and self.pipeline.position is not None and block.first_sample < self.pipeline.position)
@@ -220,6 +247,9 @@ class Daemon:
         except UserError as exc:
             log.error("reload refused, keeping the running configuration and model: %s", exc)
             return
+        if self.pipeline is not None and (refusal := rate_refusal(classifier.card, self.pipeline.fs)):
+            log.error("reload refused, keeping the running model: %s", refusal)
+            return
         if self.pipeline is not None:
             if cfg.trigger != self.cfg.trigger:
                 self._emit(self.pipeline.flush())
@@ -260,6 +290,7 @@ class Daemon:
             "resyncs": dec.get("resyncs", 0), "bad_lines": dec.get("bad_lines", 0),
             "rejected_frames": dec.get("rejected_frames", 0), "nonfinite_frames": dec.get("nonfinite_frames", 0),
             "dropped_chunks": self.dropped_chunks, "board": self.board_status,
+            "model_refused": self.model_refused, "samples_refused": self.samples_refused,
             "triggers": stats.triggers if stats else 0, "events": self.events_out,
             "short_triggers": stats.short_triggers if stats else 0,
             "windows_with_gaps": stats.windows_with_gaps if stats else 0,
@@ -326,7 +357,8 @@ class Daemon:
                          health["events"], health["events"] - self._events_logged, health["triggers"],
                          health["backlog"], health["realtime_factor"], health["serial"])
                 self._events_logged = health["events"]
-                self.notifier.status(f"{self.events_out} events; serial {self.serial_state}; "
+                self.notifier.status((f"REFUSED: {self.model_refused}; " if self.model_refused else "")
+                                     + f"{self.events_out} events; serial {self.serial_state}; "
                                      f"{self.publisher.status_line()}")
                 next_health = now + self.cfg.health.interval_s
         return self._shutdown()

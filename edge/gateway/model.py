@@ -106,12 +106,59 @@ def validate_card(card: dict, where: str) -> dict:
     for k in ("scale", "zero_point"):
         if not isinstance(q.get(k), (int, float)):
             raise UserError(f"{where}: key 'input_quantization.{k}' missing or not a number")
+    rates = card.get("board_rates_hz")
+    if rates is not None and not (isinstance(rates, list) and len(rates) == 2
+                                  and all(isinstance(r, int | float) and not isinstance(r, bool) for r in rates)
+                                  and 0 < rates[0] <= rates[1]):
+        raise UserError(f"{where}: key 'board_rates_hz' = {rates!r}; expected [LOW, HIGH] in Hz with 0 < LOW <= HIGH")
     if "open_set" in card:
         validate_open_set(card["open_set"], len(classes), f"{where}: key 'open_set'")
     policy = card.get("channel_policy", "strict")
     if policy not in ("strict", "first", "zero_fill", "any"):
         raise UserError(f"{where}: key 'channel_policy' = {policy!r}; allowed: strict, first, zero_fill, any")
     return card
+
+
+# Board rates a model of each family serves when its card predates ``board_rates_hz``.
+HIGH_RATE_FAMILY_HZ = 2000.0  # models at or above this rate are the hard-rock family (1 s windows)
+LOW_RATE_FAMILY_MAX_HZ = 1000.0  # the fastest board the low-rate family (8 s windows) serves
+
+
+def board_rates_hz(card: dict) -> tuple[float, float]:
+    """The board rates (Hz) the model serves, ``(low, high)``: the card's ``board_rates_hz``.
+
+    Cards without it are inferred from the model's ``fs``: from fs/2 (half the model's rate: the band
+    above the board's Nyquist frequency is empty after upsampling) up to 5 fs for models at >= 2 kHz
+    (a 4 kHz model serves 2-20 kHz boards: faster boards are decimated into its 1 s window), and up to
+    2 fs below (a 500 Hz model serves 250-1000 Hz boards; faster boards belong to the high-rate family,
+    whose band holds what they record).
+    """
+    rates = card.get("board_rates_hz")
+    if rates is not None:
+        return float(rates[0]), float(rates[1])
+    fs = float(card["fs"])
+    return fs / 2, fs * (5.0 if fs >= HIGH_RATE_FAMILY_HZ else 2.0)
+
+
+def rate_refusal(card: dict, board_fs: float) -> str | None:
+    """None when the model serves a board sampling at ``board_fs``, else one line naming the rate, the
+    model's range and what to do (which family to install, or to resample a rate between the families)."""
+    low, high = board_rates_hz(card)
+    if low <= board_fs <= high:
+        return None
+    source = "card board_rates_hz" if "board_rates_hz" in card else f"inferred from its rate, {float(card['fs']):g} Hz"
+    if LOW_RATE_FAMILY_MAX_HZ < board_fs < HIGH_RATE_FAMILY_HZ:
+        hint = (f"{board_fs:g} Hz lies between the low-rate (250-1000 Hz) and high-rate (2-20 kHz) families: "
+                "set the board to a rate one family serves, after measuring which fits (field guide: "
+                "rates between the families)")
+    elif board_fs > high >= HIGH_RATE_FAMILY_HZ:  # a high-rate model: the board is faster than it serves
+        hint = f"set the board to at most {high:g} Hz"
+    elif board_fs > high:
+        hint = "install a high-rate model: stopewatch model install models/triaxial (or models/uniaxial)"
+    else:
+        hint = "install a low-rate model: stopewatch model install models/lowrate_triaxial"
+    return (f"the board samples at {board_fs:g} Hz but model '{card.get('name', '?')}' serves boards at "
+            f"{low:g}-{high:g} Hz ({source}); {hint}")
 
 
 def read_card(path: str | Path) -> dict:
