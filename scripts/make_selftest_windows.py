@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
             print(f"no {c} window passes every model; raise CANDIDATES", file=sys.stderr)
             return 1
         pick.append(int(idx[0]))
-    out = ROOT / "edge" / "selftest" / "windows.npz"
+    out = ROOT / "edge" / "field" / "selftest" / "windows.npz"
     np.savez_compressed(out, waveforms=counts[pick], labels=np.asarray(ws.labels[pick], dtype=str),
                         fs=np.float64(ws.fs), snr_db=ws.snr_db[pick].astype(np.float32),
                         site=np.asarray(ws.site[pick], dtype=str), units=np.asarray("counts"),
