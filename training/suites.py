@@ -40,10 +40,13 @@ def score_model(model: str | Path, cfg: dict) -> dict:
             test_logits = ev.logits
     if "openset" in splits:
         o = open_set_split(clf, splits["openset"], test_logits)
-        chosen = o.get("scores", {}).get(o["rule"]["score"], {})
+        # a card without an open-set rule answers unknown by calibrated confidence: its AUROC is msp's
+        scored = o["rule"]["score"] if o["rule"]["score"] in o.get("scores", {}) else "msp"
+        chosen = o.get("scores", {}).get(scored, {})
         out["openset"] = {"n": o["n"], "family": o["family"], "unknown_fraction": o["unknown_fraction"],
                           "known_unknown_fraction": o.get("known_rejected_fraction"), "rule": o["rule"]["score"],
-                          "auroc": chosen.get("auroc"), "fpr_at_95_tpr": chosen.get("fpr_at_95_tpr")}
+                          "auroc_score": scored, "auroc": chosen.get("auroc"),
+                          "fpr_at_95_tpr": chosen.get("fpr_at_95_tpr")}
     return out
 
 
@@ -58,7 +61,7 @@ def table(scores: dict) -> str:
         auroc = "-" if o["auroc"] is None else f"{o['auroc']:.3f}"
         fpr = "-" if o["fpr_at_95_tpr"] is None else f"{o['fpr_at_95_tpr']:.3f}"
         lines.append(f"\nopen set ({', '.join(o['family'])}; {o['n']} windows): {share(o['unknown_fraction'])} "
-                     f"answered unknown by the {o['rule']} rule, AUROC {auroc}, FPR95 {fpr}; known test windows "
+                     f"answered unknown by the {o['rule']} rule, AUROC {auroc}, FPR95 {fpr} ({o['auroc_score']}); known test windows "
                      f"answered unknown {share(o['known_unknown_fraction'])}")
     return "\n".join(lines)
 
