@@ -61,8 +61,8 @@ def table(scores: dict) -> str:
         auroc = "-" if o["auroc"] is None else f"{o['auroc']:.3f}"
         fpr = "-" if o["fpr_at_95_tpr"] is None else f"{o['fpr_at_95_tpr']:.3f}"
         lines.append(f"\nopen set ({', '.join(o['family'])}; {o['n']} windows): {share(o['unknown_fraction'])} "
-                     f"answered unknown by the {o['rule']} rule, AUROC {auroc}, FPR95 {fpr} ({o['auroc_score']}); known test windows "
-                     f"answered unknown {share(o['known_unknown_fraction'])}")
+                     f"answered unknown by the {o['rule']} rule, AUROC {auroc}, FPR95 {fpr} ({o['auroc_score']}); "
+                     f"known test windows answered unknown {share(o['known_unknown_fraction'])}")
     return "\n".join(lines)
 
 
