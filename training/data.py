@@ -135,7 +135,8 @@ def generate(args: dict) -> WindowSet:
     if source == "mix":
         parts = [generate(p) for p in a["parts"] if p["count"] > 0]
         return concat(parts)
-    a.pop("generator", None)
+    for k in ("generator", "name", "version"):  # a card's generator entry also names the generator
+        a.pop(k, None)
     for k in ("snr_db", "families"):
         if k in a:
             a[k] = tuple(a[k])
