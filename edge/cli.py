@@ -143,7 +143,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {"report": {"seeds": args.seeds}} if args.seeds else None
     card = run(args.config, args.out, overrides=overrides, init=args.init, data=args.data)
     m = card.get("metrics", {})
-    shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("test_macro_f1", "heldout_macro_f1", "lowsnr_macro_f1")
+    shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("test_macro_f1", "heldout_sites_macro_f1", "crosscheck_macro_f1",
+                                                 "gateway_cut_macro_f1")
                       if isinstance(m.get(k), float))
     print(f"wrote {args.out}: {card['name']} {card['version']} sha256 {card['sha256'][:12]} ({shown})")
     text, missed = target_summary(card)

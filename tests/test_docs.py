@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import queue
 import re
 import shlex
-import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -173,19 +170,17 @@ def test_mqtt_doc_has_every_field_of_a_replayed_event(tmp_path):
 
 
 def test_mqtt_doc_has_every_health_field(tmp_path):
-    from edge.gateway.config import parse_config
-    from edge.gateway.daemon import Daemon
-    from edge.gateway.mqtt import Publisher
+    from field_support import shipped_model
 
-    cfg = parse_config({"node": {"state_dir": str(tmp_path)}})
-    publisher = Publisher(cfg, "b00t", "0", {"name": "m", "sha256": "0" * 64})
-    fake = SimpleNamespace(started=time.monotonic(), _cpu0=(time.monotonic() - 1, 0.0), pipeline=None, decoder=None,
-                           boot_id="b00t", serial_state="not connected", dropped_chunks=0, events_out=0,
-                           board_status=None, publisher=publisher, chunks=queue.Queue(), dead_workers=dict)
+    from edge.gateway.daemon import Daemon
+
+    config = tmp_path / "stopewatch.toml"
+    config.write_text(f'[node]\nstate_dir = "{tmp_path / "state"}"\n[model]\npath = "{shipped_model()}"\n')
+    daemon = Daemon(str(config))  # a real daemon, not started: its health before any board or broker
     try:
-        health = Daemon.health(fake)
+        health = daemon.health()
     finally:
-        publisher.outbox.close()
+        daemon.publisher.outbox.close()
     keys = set(health) | {f"mqtt.{k}" for k in health["mqtt"]} | {f"inference_ms.{k}" for k in health["inference_ms"]}
     assert len(keys) > 30
     text = doc("mqtt.md")

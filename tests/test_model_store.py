@@ -128,11 +128,12 @@ def test_cli_install_list_rollback_under_root(tmp_path, model, capsys):
     args = ["--config", "/etc/stopewatch/stopewatch.toml", "--root", str(root)]
     assert cfg.is_file()
     assert main(["model", "install", str(model), *args]) == 0
-    v2 = model_variant(model, tmp_path / "v2", version="2.0.0")
+    assert Classifier(model).card["version"] != "3.0.0"  # the variant must be another version than the shipped one
+    v2 = model_variant(model, tmp_path / "v2", version="3.0.0")
     assert main(["model", "install", str(v2), *args, "--board-fs", "4000", "--board-channels", "3"]) == 0
     assert main(["model", "list", *args]) == 0
     out = capsys.readouterr().out
-    assert "current" in out and "previous" in out and "2.0.0" in out
+    assert "current" in out and "previous" in out and "3.0.0" in out
     assert main(["model", "rollback", *args]) == 0
     store = ModelStore(root / "var/lib/stopewatch/models")
     assert store.current_sha() == version_key(Classifier(model).card)

@@ -27,8 +27,12 @@ train_count = 180
 val_count = 60
 test_count = 60
 heldout_count = 36
+heldout_mechanisms_count = 24
+crosscheck_count = 24
 lowsnr_count = 36
+gateway_cut_count = 24
 openset_count = 24
+mix = {synthetic = 0.6, gateway_cut = 0.2, crosscheck = 0.2}
 [train]
 epochs = 2
 batch_size = 32
@@ -72,10 +76,16 @@ def test_train_summary_lists_targets_and_exits_3_when_one_is_missed(trained):
     assert missed, "a 2-epoch model on 180 windows should miss the in-distribution target"
     assert rc == 3
     lines = text.splitlines()
-    assert sum(line.strip().startswith(("met ", "MISSED ")) for line in lines) == 9
+    n = len(card["metrics"]["targets"])
+    # every suite has its macro-F1 and mine-cost lines, the open set its two
+    for suite in ("heldout_sites", "heldout_mechanisms", "crosscheck", "lowsnr", "gateway_cut"):
+        assert {f"{suite}_macro_f1", f"{suite}_microseismic_recall",
+                f"{suite}_microseismic_called_blast"} <= set(card["metrics"]["targets"])
+    assert {"openset_unknown_fraction", "openset_known_unknown_fraction"} <= set(card["metrics"]["targets"])
+    assert sum(line.strip().startswith(("met ", "MISSED ")) for line in lines) == n
     f1_line = next(line for line in lines if "in-distribution macro-F1" in line)
     assert f1_line.strip().startswith("MISSED") and f"{card['metrics']['test_macro_f1']:.4f}" in f1_line
-    assert lines[-1].startswith(f"{9 - len(missed)} of 9 targets met; MISSED: ")
+    assert lines[-1].startswith(f"{n - len(missed)} of {n} targets met; MISSED: ")
     assert set(lines[-1].split("MISSED: ")[1].split(", ")) == set(missed)
 
 
@@ -95,14 +105,17 @@ def test_artefacts_card_and_hashes(trained):
     assert card["training_data"]["train"]["count"] == 180
     assert "CONV_2D" in card["tflite_ops"]
     for key in ("test_macro_f1", "int8_f1_loss", "ece_after", "int8_latency_ms", "sparsity",
-                "test_microseismic_recall", "heldout_nonseismic_called_microseismic", "openset_auroc"):
+                "test_microseismic_recall", "heldout_sites_nonseismic_called_microseismic", "openset_auroc",
+                "gateway_cut_macro_f1", "crosscheck_microseismic_called_blast", "openset_known_unknown_fraction"):
         assert key in card["metrics"]
     rule = card["open_set"]
     assert rule["score"] == "energy" and rule["reject_fraction"] == 0.05
     # the threshold rejects 5 % of the known validation windows through the gateway's own classifier
     from edge.gateway.model import is_unknown
-    from training.data import synthetic
-    val = synthetic(60, 202, "train")
+    from training.data import generate
+    val = generate(card["training_data"]["val"]["generator"])  # the mixed validation set, regenerated
+    assert len(val) == 60 and {"gateway_cut", "crosscheck"} <= {p["source"] for p in
+                                                                 card["training_data"]["val"]["generator"]["parts"]}
     clf = Classifier(trained)
     logits = clf.logits_prepared(clf.prepare(val.waveforms, val.fs))
     assert is_unknown(logits, clf.temperature, clf.threshold, clf.open_set).mean() == pytest.approx(0.05, abs=0.02)
@@ -115,7 +128,7 @@ def test_int8_input_output_and_float_agreement(trained):
     assert np.dtype(out["dtype"]) == np.int8
     assert q._in["quantization"][0] == pytest.approx(q.card["input_quantization"]["scale"])
     from training.data import synthetic
-    ws = synthetic(60, 202, "train")  # the validation windows
+    ws = synthetic(60, 202, "train")  # benchmark windows at the training sites
     x = q.prepare(ws.waveforms, ws.fs)
     lq, lf = q.logits_prepared(x), f.logits_prepared(x)
     spread = lf.max(axis=1) - lf.min(axis=1)
@@ -127,8 +140,12 @@ def test_report_has_spec_keys_and_every_target(trained):
     rep = json.loads((trained / "report.json").read_text())
     for k in ("macro_f1", "accuracy", "balanced_accuracy", "per_class", "confusion", "ece", "by_snr", "by_site"):
         assert k in rep
-    assert len(rep["targets"]) == 9 and all(t["measured"] is not None for t in rep["targets"])
-    assert set(rep["evaluations"]) >= {"test", "heldout", "lowsnr", "test_vertical_only"}
+    assert len(rep["targets"]) == len(read_card(trained / "model_card.json")["metrics"]["targets"])
+    assert all(t["measured"] is not None for t in rep["targets"])
+    assert set(rep["evaluations"]) >= {"test", "heldout_sites", "heldout_mechanisms", "crosscheck", "lowsnr",
+                                       "gateway_cut", "test_vertical_only"}
+    # the crosscheck suite holds only the site types training never drew from
+    assert not set(rep["evaluations"]["crosscheck"]["int8"]["by_site"]) & set(rep["data"]["train"]["sites"])
     assert set(rep["baselines"]["models"]) == {"logistic_regression", "decision_tree", "naive_bayes", "svm_rbf",
                                                "random_forest"}
     assert rep["open_set"]["n"] == 24

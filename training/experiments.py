@@ -208,7 +208,7 @@ def other_seeds(cfg: dict, splits: dict, count: int) -> list[dict]:
             trained = fit_and_export(c, splits, tmp)
             run = {"seed": c["seed"], "sparsity": trained.card["sparsity"]}
             clf = Classifier(tmp)
-            for split in ("test", "heldout", "lowsnr"):
+            for split in D.SUITES:
                 if split in splits:
                     run[split] = evaluate_split(clf, splits[split]).report["macro_f1"]
             runs.append(run)

@@ -17,11 +17,19 @@ from training import metrics as M
 from training.config import DEFAULTS
 from training.evaluate import confusion_figure, evaluate_split, open_set_split, share
 
-# How each target of the config's [targets] table is compared, and what it measures.
+# How each target of the config's [targets] table is compared, and what it measures. Per-suite targets
+# ("{suite}") are checked on every suite that was evaluated, each as its own line.
+OOD_SUITES = tuple(s for s in D.SUITES if s != "test")
+SUITE_NAMES = {"test": "in-distribution", "heldout_sites": "held-out sites",
+               "heldout_mechanisms": "held-out mechanisms",
+               "crosscheck": "independent generator", "lowsnr": "SNR -3..6 dB", "gateway_cut": "gateway-cut windows"}
 TARGETS = {
     "test_macro_f1": (">=", "in-distribution macro-F1 (int8)"),
-    "heldout_macro_f1": (">=", "held-out sites macro-F1 (int8)"),
-    "lowsnr_macro_f1": (">=", "SNR -3..6 dB macro-F1 (int8)"),
+    **{f"{s}_macro_f1": (">=", f"{SUITE_NAMES[s]} macro-F1 (int8)") for s in OOD_SUITES},
+    **{f"{s}_microseismic_recall": (">=", f"{SUITE_NAMES[s]} microseismic recall") for s in D.SUITES},
+    **{f"{s}_microseismic_called_blast": ("<=", f"{SUITE_NAMES[s]} microseismic called blast") for s in D.SUITES},
+    "openset_unknown_fraction": (">=", "open set: share of unseen-class windows answered unknown"),
+    "openset_known_unknown_fraction": ("<=", "open set: share of known (test) windows answered unknown"),
     "int8_f1_loss": ("<=", "macro-F1 lost by int8 vs float TFLite (test)"),
     "ece_after": ("<=", "ECE after temperature scaling (int8, test)"),
     "int8_kbytes": ("<=", "int8 .tflite size (KB = 1024 bytes)"),
@@ -31,14 +39,28 @@ TARGETS = {
 }
 
 
+def _target_value(key: str, values: dict):
+    """The required figure of a target key: its own entry, else the generic one it expands from."""
+    if key in values:
+        return values[key]
+    for generic in ("microseismic_recall", "microseismic_called_blast"):
+        if key.endswith("_" + generic):
+            return values[generic]
+    return values["ood_macro_f1"]
+
+
 def check_targets(h: dict, values: dict | None = None) -> list[dict]:
-    """Every target with its measured figure and whether it is met (never silently dropped);
-    ``values`` is the config's [targets] table (default: the defaults')."""
+    """Every target with its measured figure and whether it is met; ``values`` is the config's [targets]
+    table (default: the defaults'). Per-suite targets of suites that were not evaluated are left out
+    (a set a config does not generate); every other target is listed, measured or not."""
     values = {**DEFAULTS["targets"], **(values or {})}
     out = []
     for key, (op, what) in TARGETS.items():
-        target = values[key]
+        target = _target_value(key, values)
         value = h.get(key)
+        suite = next((s for s in D.SUITES if key.startswith(s + "_")), None)
+        if value is None and suite is not None and suite != "test" and f"{suite}_n" not in h:
+            continue
         if value is None:
             out.append({"key": key, "what": what, "target": f"{op} {target}", "measured": None, "met": None})
             continue
@@ -67,7 +89,7 @@ def write_report(cfg: dict, trained) -> dict:
     clff = Classifier(out / FLOAT_TFLITE)
     evals: dict = {}
     logits_test = y_test = None
-    for split in ("test", "heldout", "lowsnr"):
+    for split in D.SUITES:
         if split not in splits:
             continue
         e8 = evaluate_split(clf8, splits[split])
@@ -102,7 +124,7 @@ def write_report(cfg: dict, trained) -> dict:
     extras: dict = {}
     tests_prep = {}
     if rc["baselines"] or rc["robustness"] or rc["label_efficiency"]:
-        for split in ("test", "heldout", "lowsnr"):
+        for split in D.SUITES:
             if split in splits:
                 tests_prep[split] = D.prepare(splits[split], params, ch, policy)
     if rc["baselines"]:
@@ -111,11 +133,12 @@ def write_report(cfg: dict, trained) -> dict:
     if rc["robustness"] and "test" in tests_prep:
         log("robustness curves ...")
         extras["robustness"] = X.robustness(out / TFLITE, tests_prep["test"], params, cfg["seed"])
-    if rc["label_efficiency"] and "heldout" in splits and splits["heldout"].site is not None:
-        site = sorted(set(splits["heldout"].site.tolist()))[0]
-        sel = splits["heldout"].site == site
-        prep = tests_prep["heldout"]
-        test_site = D.Prepared(prep.x[sel], prep.y[sel], splits["heldout"].subset(sel))
+    if rc["label_efficiency"] and "heldout_sites" in splits and splits["heldout_sites"].site is not None:
+        held = splits["heldout_sites"]
+        site = sorted(set(held.site.tolist()))[0]
+        sel = held.site == site
+        prep = tests_prep["heldout_sites"]
+        test_site = D.Prepared(prep.x[sel], prep.y[sel], held.subset(sel))
         extras["label_efficiency"] = X.label_efficiency(cfg, out, site, test_site, rc["label_sizes"])
 
     h: dict = {}
@@ -125,11 +148,12 @@ def write_report(cfg: dict, trained) -> dict:
         h["int8_f1_loss"] = h["test_macro_f1_float"] - h["test_macro_f1"]
         h["ece_before"] = evals["test"]["int8"]["ece_before"]
         h["ece_after"] = evals["test"]["int8"]["ece"]
-    for split in ("heldout", "lowsnr"):
+    for split in OOD_SUITES:
         if split in evals:
             h[f"{split}_macro_f1"] = evals[split]["int8"]["macro_f1"]
-    for split in ("test", "heldout", "lowsnr"):
+    for split in D.SUITES:
         if split in evals:
+            h[f"{split}_n"] = evals[split]["int8"]["n"]
             h.update({f"{split}_{k}": evals[split]["int8"][k] for k in M.MINE_COST})
     h["int8_bytes"] = sizes["int8"]["bytes"]
     h["int8_kbytes"] = sizes["int8"]["bytes"] / 1024
@@ -144,6 +168,8 @@ def write_report(cfg: dict, trained) -> dict:
     if openset:
         h["openset_unknown_fraction"] = openset["unknown_fraction"]
         h["openset_called_microseismic"] = openset["labels"].get("microseismic", 0.0)
+        if "known_rejected_fraction" in openset:
+            h["openset_known_unknown_fraction"] = openset["known_rejected_fraction"]
         chosen = openset.get("scores", {}).get(openset["rule"]["score"])
         if chosen and chosen["auroc"] is not None:
             h["openset_auroc"], h["openset_fpr_at_95_tpr"] = chosen["auroc"], chosen["fpr_at_95_tpr"]
@@ -171,17 +197,17 @@ def write_report(cfg: dict, trained) -> dict:
         card["metrics"] = {**h, "targets": {t["key"]: t["met"] for t in targets}}
         if "seeds" in extras:
             card["metrics"]["seeds"] = extras["seeds"]["summary"]
-        card["metrics_test_set"] = {k: card["training_data"][k] for k in ("test", "heldout", "lowsnr", "openset")
+        card["metrics_test_set"] = {k: card["training_data"][k] for k in (*D.SUITES, "openset")
                                     if k in card["training_data"]}
         write_card(out, card)
 
     finish()  # a complete model directory even if the seed runs below are interrupted
     if rc["seeds"] > 1:
         runs = [{"seed": cfg["seed"], "sparsity": card["sparsity"],
-                 **{s: evals[s]["int8"]["macro_f1"] for s in ("test", "heldout", "lowsnr") if s in evals}}]
+                 **{s: evals[s]["int8"]["macro_f1"] for s in D.SUITES if s in evals}}]
         runs += X.other_seeds(cfg, splits, rc["seeds"])
         extras["seeds"] = {"runs": runs, "summary": {k: _mean_std([r.get(k) for r in runs])
-                                                     for k in ("test", "heldout", "lowsnr", "sparsity")
+                                                     for k in (*D.SUITES, "sparsity")
                                                      if any(k in r for r in runs)}}
         finish()
     return card
@@ -205,7 +231,7 @@ def write_plots(out: Path, report: dict, logits, y, temperature: float) -> list[
         names.append(f"plots/{name}")
 
     for split, ev in report["evaluations"].items():
-        if split not in ("test", "heldout", "lowsnr"):
+        if split not in D.SUITES:
             continue
         save(confusion_figure(ev["int8"]["confusion"], ev["int8"]["classes"],
                               f"{split} (int8), macro-F1 {ev['int8']['macro_f1']:.4f}"), f"confusion_{split}.png")
@@ -234,7 +260,7 @@ def write_plots(out: Path, report: dict, logits, y, temperature: float) -> list[
         save(fig, "reliability.png")
     if "test" in report["evaluations"] and report["evaluations"]["test"]["int8"].get("by_snr"):
         fig, ax = plt.subplots(figsize=(6, 3))
-        for split in ("test", "heldout", "lowsnr"):
+        for split in D.SUITES:
             if split in report["evaluations"]:
                 b = report["evaluations"][split]["int8"]["by_snr"]
                 keys = [k for k in b if k.endswith("dB")]
@@ -326,7 +352,7 @@ def markdown(report: dict, card: dict, plots: list[str]) -> str:
         for c, m in r8["per_class"].items():
             lines.append(f"| {c} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |")
     for key, title in (("by_snr", "SNR bucket"), ("by_site", "site")):
-        rows = [(split, name, m) for split in ("test", "heldout", "lowsnr")
+        rows = [(split, name, m) for split in D.SUITES
                 if split in report["evaluations"]
                 for name, m in report["evaluations"][split]["int8"].get(key, {}).items()]
         if rows:
@@ -364,7 +390,7 @@ def markdown(report: dict, card: dict, plots: list[str]) -> str:
                 lines.append(f"| {name}{mark} | {_fmt(sc['auroc'])} | {_fmt(sc['fpr_at_95_tpr'])} |")
     b = report.get("baselines")
     if b:
-        splits = [s for s in ("test", "heldout", "lowsnr") if s in next(iter(b["models"].values()))]
+        splits = [s for s in D.SUITES if s in next(iter(b["models"].values()))]
         lines += ["", "## Classical baselines (same split, macro-F1)", "",
                   "| method | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
         cnn = " | ".join(f"{h.get(s + '_macro_f1', float('nan')):.4f}" for s in splits)

@@ -410,13 +410,19 @@ def write_model(cfg: dict, data: Data, pruned: Pruned, exported: Exported, calib
     splits, params = data.splits, data.params
     manifest = {name: manifest_of(ws) for name, ws in splits.items()}
     if cfg["data"]["source"] == "synthetic":
+        from training.crosscheck import VERSION as CROSSCHECK_VERSION
         from training.synthetic.generate import GENERATOR_VERSION
+        names = {"synthetic": ("stopewatch.synthetic", GENERATOR_VERSION),
+                 "mix": ("stopewatch.mix", GENERATOR_VERSION),
+                 "gateway_cut": ("stopewatch.gateway_cut", GENERATOR_VERSION),
+                 "crosscheck": ("crosscheck", CROSSCHECK_VERSION)}
         for name, args in D.synthetic_plan(cfg).items():
             if name in manifest:
-                manifest[name]["generator"] = {"name": "stopewatch.synthetic", "version": GENERATOR_VERSION, **args}
+                gen, version = names[args["source"]]
+                manifest[name]["generator"] = {"name": gen, "version": version, **args}
     else:
         for name, path in (("train", cfg["data"]["train"]), ("val", cfg["data"]["val"]),
-                           ("test", cfg["data"]["test"]), ("heldout", cfg["data"]["heldout"])):
+                           ("test", cfg["data"]["test"]), ("heldout_sites", cfg["data"]["heldout"])):
             if name in manifest:
                 manifest[name]["source"] = path or f"held out of {cfg['data']['train']}"
     info = exported.tflite

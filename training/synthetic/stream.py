@@ -28,7 +28,8 @@ class StreamSynth:
     stream, whose background level and machinery tones drift over time.
 
     :meth:`next_block` returns (channels, n) float32 in physical units and the events whose onset
-    falls in that block, as ``{"sample", "label", "snr_db", "mechanism"}`` with the absolute onset sample.
+    falls in that block, as ``{"sample", "end", "label", "snr_db", "mechanism"}`` with the absolute onset
+    sample and the absolute sample where the event's inserted record ends.
     ``regime`` sets the events' magnitudes, distances and durations (``fs`` defaults to the regime's);
     ``mechanisms`` the set their mechanisms are drawn from.
     """
@@ -81,8 +82,9 @@ class StreamSynth:
         snr = float(self.rng.uniform(*self.snr_db))
         self._pending.append((onset - int(PRE_S * self.fs), snr_gain(rec, self.noise_rms, snr) * rec))
         self._next_onset = self._draw_onset(onset + n + int(GAP_S * self.slow * self.fs))
-        return {"sample": onset + getattr(self.site, "delay_samples", 0), "label": family, "snr_db": snr,
-                "mechanism": src.meta["mechanism"]}
+        delay = getattr(self.site, "delay_samples", 0)
+        return {"sample": onset + delay, "end": onset - int(PRE_S * self.fs) + n + delay, "label": family,
+                "snr_db": snr, "mechanism": src.meta["mechanism"]}
 
     def next_block(self, n: int) -> tuple[np.ndarray, list[dict]]:
         """The next ``n`` samples and the ground truth of events starting in them."""
