@@ -44,7 +44,11 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "models" / "triaxial"))
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--regime", choices=("high", "low"), default="high")
-    parser.add_argument("--streams", type=int, default=3, help="low regime: streams per region (drawn chains)")
+    parser.add_argument("--streams", type=int, default=3, help="low regime or --sites wide: streams per region")
+    parser.add_argument("--sites", choices=("named", "wide"), default="named",
+                        help="high regime: the 8 named site profiles, or drawn recording chains of the wide "
+                             "distribution (training region and wide-heldout; backgrounds with drifting machinery "
+                             "lines, level drift and mains)")
     args = parser.parse_args()
     if args.regime == "low":
         return low_regime(args)
@@ -54,11 +58,14 @@ def main() -> None:
     per_site, truth_all, pred_all = {}, [], []
     hits_strong = total_strong = false_bg = 0
     bg_hours = 0.0
+    # (name, site argument of the stream generator): named profiles, or one drawn chain per stream
+    streams = [(s, s) for s in SITES] if args.sites == "named" else \
+        [(f"{region}-{i}", region) for region in ("wide", "wide-heldout") for i in range(args.streams)]
     with tempfile.TemporaryDirectory() as tmp:
-        for k, site in enumerate(SITES):
-            path = Path(tmp) / f"{site}.npz"
-            write_stream_file(path, args.minutes * 60, SEED + k, site=site, channels=args.channels,
-                              rate_per_min=6.0)
+        for k, (name, site) in enumerate(streams):
+            path = Path(tmp) / f"{name}.npz"
+            write_stream_file(path, args.minutes * 60, SEED + k + (500 if args.sites == "wide" else 0), site=site,
+                              channels=args.channels, rate_per_min=6.0)
             r = replay(cfg, path, classifier=classifier)["score"]
             strong = r["events_snr_ge_floor"]
             hits = round(r["recall_snr_ge_6db"] * strong) if strong else 0
@@ -69,24 +76,26 @@ def main() -> None:
                     if p != "(missed)":
                         truth_all += [t] * c
                         pred_all += [p] * c
-            bg = Path(tmp) / f"{site}-background.npz"
-            write_stream_file(bg, args.background_hours * 3600, SEED + 100 + k, site=site, channels=args.channels,
-                              rate_per_min=0.0)
+            bg = Path(tmp) / f"{name}-background.npz"
+            write_stream_file(bg, args.background_hours * 3600, SEED + 100 + k + (500 if args.sites == "wide" else 0),
+                              site=site, channels=args.channels, rate_per_min=0.0)
             b = replay(cfg, bg, classifier=classifier)
             false_bg += len(b["messages"])
             bg_hours += args.background_hours
-            per_site[site] = {"heldout": site in HELDOUT_SITES, "events": r["events"], "detected": r["detected"],
+            per_site[name] = {"heldout": site in HELDOUT_SITES or site == "wide-heldout", "events": r["events"],
+                              "detected": r["detected"],
                               "recall_snr_ge_6db": r["recall_snr_ge_6db"], "events_snr_ge_6db": strong,
                               "false_triggers_in_event_stream": r["false_triggers"],
                               "classification_macro_f1": r["classification_macro_f1"],
                               "background_false_triggers": len(b["messages"]),
                               "background_false_labels": dict(Counter(m["label"] for m in b["messages"]))}
-            print(site, json.dumps(per_site[site]), flush=True)
+            print(name, json.dumps(per_site[name]), flush=True)
     f1, per_class = macro_f1(truth_all, pred_all, [c for c in CLASSES if c != "noise"])
     recall = hits_strong / total_strong if total_strong else float("nan")
     result = {
         "model": classifier.card["name"], "model_sha256": classifier.card["sha256"],
-        "streams": f"{len(SITES)} sites x {args.minutes:g} min with events (6/min, SNR -3..30 dB) "
+        "streams": f"{len(streams)} {'sites' if args.sites == 'named' else 'drawn chains'} x {args.minutes:g} min "
+                   "with events (6/min, SNR -3..30 dB) "
                    f"+ {args.background_hours:g} h event-free background each; seeds {SEED}+",
         "event_recall_snr_ge_6db": round(recall, 4), "events_snr_ge_6db": total_strong,
         "false_triggers_per_hour_background": round(false_bg / bg_hours, 3), "background_hours": bg_hours,
@@ -95,7 +104,8 @@ def main() -> None:
         "targets": {"recall": ">= 0.98", "false_per_hour": "<= 1", "macro_f1": ">= 0.95"},
         "met": {"recall": recall >= 0.98, "false_per_hour": false_bg / bg_hours <= 1, "macro_f1": f1 >= 0.95},
     }
-    out = ROOT / "bench" / "results" / ("replay.json" if args.channels == 3 else "replay_uniaxial.json")
+    suffix = ("" if args.channels == 3 else "_uniaxial") + ("" if args.sites == "named" else "_wide")
+    out = ROOT / "bench" / "results" / f"replay{suffix}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("per_site", "per_class")}, indent=2))
 
