@@ -70,10 +70,17 @@ DEFAULTS: dict[str, Any] = {
         "end_fraction": 0.5,  # the target sparsity is reached at this fraction of the pruning steps
         "frequency": 50,  # steps between mask updates (must be below the end step)
     },
-    "finetune": {  # `stopewatch train --init MODEL --data SITE_DATA`
-        "epochs": 12,
+    "finetune": {  # `stopewatch train --init MODEL --data SITE_DATA` (training/adapt.py)
+        "epochs": 40,
         "learning_rate": 0.001,
+        "batch_size": 16,
+        "freeze": "none",  # none, trunk (every conv block) or all_but_last
+        "augment": True,  # the training's shift/gain/polarity, background from the site's own noise windows
+        "class_weight": "balanced",
+        "adabn": True,  # re-estimate BatchNorm statistics on the site windows first
+        "prune": "masks",  # masks (keep the base model's zeros), reprune (tfmot, prune_epochs) or none
         "prune_epochs": 3,
+        "replay": 0.0,  # synthetic training windows replayed per site window (0 = none)
     },
     "quantize": {
         "representative": 400,
@@ -115,6 +122,9 @@ _CHOICES = {
     ("train", "class_weight"): ("balanced", "none"),
     ("model", "channel_policy"): ("", "strict", "first", "zero_fill", "any"),
     ("open_set", "score"): ("msp", "energy", "max_logit", "mahalanobis"),
+    ("finetune", "freeze"): ("none", "trunk", "all_but_last"),
+    ("finetune", "class_weight"): ("balanced", "none"),
+    ("finetune", "prune"): ("masks", "reprune", "none"),
 }
 
 
