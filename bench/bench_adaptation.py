@@ -50,8 +50,9 @@ VARIANTS: dict[str, dict] = {
     "freeze_trunk": {"freeze": "trunk"},
     "freeze_all_but_last": {"freeze": "all_but_last"},
     "lr_3e-4": {"learning_rate": 0.0003},
-    "lr_3e-3": {"learning_rate": 0.003},
+    "lr_1e-3": {"learning_rate": 0.001},
     "epochs_20": {"epochs": 20},
+    "epochs_80": {"epochs": 80},
     "no_augment": {"augment": False},
     "no_adabn": {"adabn": False},
     "class_weight_balanced_imbalanced": {},
@@ -61,6 +62,7 @@ VARIANTS: dict[str, dict] = {
     "old_recipe": {"epochs": 12, "batch_size": 64, "adabn": False, "prune": "reprune", "freeze": "none",
                    "learning_rate": 0.001},
 }
+STAGE_KEYS = ("strategy", "unlabelled", "curve")
 IMBALANCED = (1.5, 0.5, 1.0, 0.75, 1.0, 1.25)  # per-class share of the same total (few blasts, many noise)
 
 
@@ -147,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--unlabelled-seed", type=int, default=7200)
     ap.add_argument("--test-seed", type=int, default=7300)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "adaptation.json"))
+    ap.add_argument("--merge", action="store_true", help="keep the other stages and strategy variants already "
+                    "in --out (partial runs compose)")
     args = ap.parse_args(argv)
 
     t_all = time.perf_counter()
@@ -185,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
         "generate_seconds": gen_s,
     }
+    if args.merge and Path(args.out).is_file():
+        res = {**{k: v for k, v in json.loads(Path(args.out).read_text()).items() if k in STAGE_KEYS}, **res}
     print(f"zero-shot on the mine: float {zero_shot_float:.4f}, int8 {zero_shot_int8:.4f}", flush=True)
 
     if "strategy" in stages:
@@ -204,13 +210,21 @@ def main(argv: list[str] | None = None) -> int:
                 f1s.append(keras_f1(model, x_test, test.y))
                 from training.train import kernel_sparsity
                 sparsity.append(kernel_sparsity(model)["overall"])
-            out[name] = {"override": VARIANTS[name], "labels": per if isinstance(per, tuple) else [per] * 6,
+            out[name] = {"override": VARIANTS[name], "finetune": c["finetune"], "draws": args.draws,
+                         "labels": per if isinstance(per, tuple) else [per] * 6,
                          "float_macro_f1": mean_std(f1s), "sparsity": float(np.mean(sparsity)),
                          "seconds_per_fit": float(np.mean(secs))}
+            res["strategy_partial"] = out
+            _save(args.out, res)
             print(f"strategy {name:<34} macro-F1 {np.mean(f1s):.4f} +- {np.std(f1s):.4f} "
                   f"sparsity {np.mean(sparsity):.2f} ({np.mean(secs):.0f} s/fit)", flush=True)
+        del res["strategy_partial"]
         res["strategy"] = {"per_class": args.per_class, "defaults": cfg["finetune"], "variants": out,
                            "seconds": time.perf_counter() - t1}
+        if args.merge and Path(args.out).is_file():  # partial runs (a few variants each) compose
+            old = json.loads(Path(args.out).read_text()).get("strategy", {})
+            res["strategy"]["variants"] = {**old.get("variants", {}), **out}
+            res["strategy"]["seconds"] += old.get("seconds", 0.0)
         _save(args.out, res)
 
     if "unlabelled" in stages:

@@ -72,7 +72,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "finetune": {  # `stopewatch train --init MODEL --data SITE_DATA` (training/adapt.py)
         "epochs": 40,
-        "learning_rate": 0.001,
+        "learning_rate": 0.003,
         "batch_size": 16,
         "freeze": "none",  # none, trunk (every conv block) or all_but_last
         "augment": True,  # the training's shift/gain/polarity, background from the site's own noise windows
