@@ -50,6 +50,8 @@ FINETUNE_TINY = """
 epochs = 3
 batch_size = 16
 prune = "masks"
+[prune]
+final_sparsity = 0.6
 [quantize]
 representative = 24
 [report]
@@ -218,7 +220,7 @@ def test_fine_tune_from_a_model_on_site_data(trained, tmp_path):
     card = read_card(out / "model_card.json")
     assert card["fine_tuned_from"] == read_card(trained / "model_card.json")["sha256"]
     assert card["adaptation"]["prune"] == "reprune" and card["pruning"]["schedule"] == "constant"
-    assert card["sparsity"] >= 0.59  # pruning re-applied at the base model's sparsity
+    assert card["sparsity"] >= 0.59  # pruning re-applied at [prune] final_sparsity
     assert card["training_data"]["train"]["sites"] == ["pe-cut-and-fill"]
 
 
