@@ -260,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "from scratch")["macro_f1"])
             curve["finetuned"].append(mean_std(ft))
             curve["scratch"].append(mean_std(sc))
+            res["curve"] = {**curve, "done_sizes": sizes[:len(curve["finetuned"])]}
+            _save(args.out, res)
             print(f"curve {n:>3} per class: fine-tuned {np.mean(ft):.4f} +- {np.std(ft):.4f}, "
                   f"scratch {np.mean(sc):.4f} +- {np.std(sc):.4f}", flush=True)
         curve["seconds"] = time.perf_counter() - t1
