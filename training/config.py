@@ -72,10 +72,11 @@ DEFAULTS: dict[str, Any] = {
     },
     # `stopewatch train --init MODEL --data SITE_DATA` (training/adapt.py). Chosen by bench/bench_adaptation.py
     # on an unseen generator at 32 labels per class (float macro-F1, 3 draws; bench/results/adaptation.json):
-    # training every layer beats freezing the trunk (0.74) or all but the last block (0.77); lr 0.003 beats
-    # 0.001 (0.81) and 0.0003 (0.78); 80 epochs add nothing over 40. A fixed epoch count because a few dozen
-    # windows per class leave no validation set worth early stopping on; batch 16 so 192 windows still
-    # make ~500 steps. The pruning masks are kept at every step, which holds the sparsity at no extra stage.
+    # training every layer (0.81 at lr 0.001) beats freezing the trunk (0.74) or all but the last block
+    # (0.77); lr 0.003 (0.83) beats 0.001 and 0.0003 (0.78); 80 epochs add nothing over 40 (0.83). A fixed
+    # epoch count because a few dozen windows per class leave no validation set worth early stopping on;
+    # batch 16 so 192 windows still make ~500 steps. The pruning masks are kept at every step, which holds
+    # the sparsity at no extra stage.
     "finetune": {
         "epochs": 40,
         "learning_rate": 0.003,
