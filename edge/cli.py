@@ -135,6 +135,14 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.train import MISSED_EXIT, run, target_summary
 
+    if args.adapt_unlabelled is not None:
+        if args.init is None or args.data is not None or args.config is not None:
+            raise UserError("train --adapt-unlabelled DIR needs --init MODEL_DIR (and no --data or --config)")
+        from training.adapt import adapt_unlabelled
+        card = adapt_unlabelled(args.init, args.adapt_unlabelled, args.out)
+        print(f"wrote {args.out}: {card['name']} sha256 {card['sha256'][:12]} (AdaBN on "
+              f"{card['adaptation']['site_windows']} site windows; calibration: {card['adaptation']['calibration']})")
+        return 0
     if args.config is None and args.init is None:
         raise UserError("train: give --config FILE (e.g. training/configs/triaxial.toml), "
                         "or --init MODEL_DIR --data SITE_DATA to fine-tune")
@@ -206,7 +214,10 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--config", help="training config (TOML), e.g. training/configs/triaxial.toml")
     t.add_argument("--out", required=True, help="output model directory")
     t.add_argument("--init", help="fine-tune this trained model directory (transfer learning)")
-    t.add_argument("--data", help="the mine's own labelled windows (file or dataset directory)")
+    t.add_argument("--data", help="the mine's own labelled windows (file or dataset directory); with --init, "
+                   "fine-tunes by the [finetune] recipe")
+    t.add_argument("--adapt-unlabelled", metavar="DIR", help="with --init: adapt to the mine without labels "
+                   "(BatchNorm statistics re-estimated on these windows, int8 re-exported with them)")
     t.add_argument("--seeds", type=int, help="repeat the fit with this many seeds for mean/spread in the report "
                    "(overrides report.seeds)")
     t.add_argument("--allow-missed", action="store_true",

@@ -49,6 +49,21 @@ baselines = true
 robustness = false
 """
 
+FINETUNE_TINY = """
+[finetune]
+epochs = 3
+batch_size = 16
+prune = "masks"
+[prune]
+final_sparsity = 0.6
+[quantize]
+representative = 24
+[report]
+baselines = false
+robustness = false
+latency_runs = 10
+"""
+
 pytestmark = pytest.mark.slow
 
 
@@ -218,12 +233,91 @@ def test_fine_tune_from_a_model_on_site_data(trained, tmp_path):
     site = synthetic(96, 77, ["pe-cut-and-fill"])
     write_windows(tmp_path / "site.npz", site)
     out = tmp_path / "ft"
-    assert main(["train", "--init", str(trained), "--data", str(tmp_path / "site.npz"), "--out", str(out),
-                 "--allow-missed"]) == 0
+    (tmp_path / "ft.toml").write_text(FINETUNE_TINY.replace('prune = "masks"', 'prune = "reprune"'))
+    assert main(["train", "--init", str(trained), "--config", str(tmp_path / "ft.toml"), "--data",
+                 str(tmp_path / "site.npz"), "--out", str(out), "--allow-missed"]) == 0
     card = read_card(out / "model_card.json")
     assert card["fine_tuned_from"] == read_card(trained / "model_card.json")["sha256"]
-    assert card["sparsity"] >= 0.59  # fine-tuning keeps the pruning masks
+    assert card["adaptation"]["prune"] == "reprune" and card["pruning"]["schedule"] == "constant"
+    assert card["sparsity"] >= 0.59  # pruning re-applied at [prune] final_sparsity
     assert card["training_data"]["train"]["sites"] == ["pe-cut-and-fill"]
+
+
+
+
+def _kernels_and_bn(model_dir):
+    from training.adapt import load_base
+    m = load_base(model_dir)
+    kernels = {ly.name: ly.kernel.numpy() for ly in m.layers if type(ly).__name__ in ("Conv1D", "Dense")}
+    bn = {ly.name: ly.moving_mean.numpy() for ly in m.layers if ly.name.startswith("bn")}
+    return kernels, bn
+
+
+def test_fine_tune_recipe_keeps_masks_and_records_what_was_done(trained, tmp_path):
+    from training.crosscheck import generate_windows
+    site = generate_windows(120, 5, fs=4000.0, samples=4096, pre_s=0.256, sites=["grouted_borehole_14hz"])
+    write_windows(tmp_path / "site.npz", site)
+    (tmp_path / "ft.toml").write_text(FINETUNE_TINY)
+    out = tmp_path / "ft"
+    assert main(["train", "--init", str(trained), "--config", str(tmp_path / "ft.toml"), "--data",
+                 str(tmp_path / "site.npz"), "--out", str(out), "--allow-missed"]) == 0
+    card = read_card(out / "model_card.json")
+    a = card["adaptation"]
+    assert (a["freeze"], a["prune"], a["epochs"], a["adabn"]) == ("none", "masks", 3, True)
+    assert a["site_windows"] == card["training_data"]["train"]["count"] < 120  # test and val held out
+    assert card["fine_tuned_from"] == read_card(trained / "model_card.json")["sha256"]
+    base_k, base_bn = _kernels_and_bn(trained)
+    ft_k, ft_bn = _kernels_and_bn(out)
+    for name, k in base_k.items():  # every pruned weight is still zero; the others moved
+        assert np.all(ft_k[name][k == 0] == 0), name
+    assert any(not np.allclose(ft_k[n], base_k[n]) for n in base_k)
+    assert not np.allclose(ft_bn["bn0"], base_bn["bn0"])  # BatchNorm statistics re-estimated on the site
+    assert card["sparsity"] >= 0.59
+    clf = Classifier(out)
+    probs = clf.probabilities(site.waveforms[:8], site.fs)
+    assert probs.shape == (8, 6) and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+def test_adapt_unlabelled_adabn_int8_and_honest_calibration(trained, tmp_path, capsys):
+    from training.adapt import load_base
+    from training.crosscheck import generate_windows
+    from training.data import prepare, to_model_input
+    site = generate_windows(60, 6, fs=8000.0, samples=8192, pre_s=0.256, sites=["vent_shaft_noisy_14hz"])
+    np.savez(tmp_path / "unlabelled.npz", waveforms=site.waveforms.astype(np.float32), fs=site.fs)  # no labels
+    out = tmp_path / "adapted"
+    assert main(["train", "--init", str(trained), "--adapt-unlabelled", str(tmp_path / "unlabelled.npz"),
+                 "--out", str(out)]) == 0
+    base = read_card(trained / "model_card.json")
+    card = read_card(out / "model_card.json")
+    a = card["adaptation"]
+    assert a["site_windows"] == 60 and a["labels_used"] == "none"
+    assert a["calibration"].startswith("source domain")
+    assert card["temperature"] == base["temperature"] and card["unknown_threshold"] == base["unknown_threshold"]
+    assert card["fine_tuned_from"] == base["sha256"] and card["metrics"] == {}
+    assert card["sparsity"] == pytest.approx(base["sparsity"], abs=1e-9)  # AdaBN leaves the kernels alone
+    # the stored BatchNorm statistics are those of the site windows
+    from edge.gateway.preprocess import PreprocessParams
+    params = PreprocessParams.from_dict(card["preprocessing"])
+    x = to_model_input(prepare(site, params, 3, "zero_fill").x, params.clip)
+    m = load_base(out)
+    import tf_keras
+    z = np.asarray(tf_keras.Model(m.input, m.get_layer("conv0").output)(x, training=False))
+    assert np.allclose(m.get_layer("bn0").moving_mean.numpy(), z.reshape(-1, z.shape[-1]).mean(0), rtol=1e-3,
+                       atol=1e-5)
+    clf = Classifier(out)
+    assert clf.is_quantized
+    assert len(clf.classify(site.waveforms[:4], site.fs)) == 4
+    # labelled windows: calibration re-fitted on them, and the card says so
+    labelled = generate_windows(36, 7, fs=4000.0, samples=4096, pre_s=0.256, sites=["vent_shaft_noisy_14hz"])
+    write_windows(tmp_path / "labelled.npz", labelled)
+    assert main(["train", "--init", str(trained), "--adapt-unlabelled", str(tmp_path / "labelled.npz"),
+                 "--out", str(tmp_path / "cal")]) == 0
+    cal = read_card(tmp_path / "cal" / "model_card.json")
+    assert cal["adaptation"]["calibration"].startswith("temperature and unknown threshold re-fitted on 36")
+    assert cal["temperature"] != base["temperature"]
+    capsys.readouterr()
+    assert main(["train", "--adapt-unlabelled", str(tmp_path / "unlabelled.npz"), "--out", str(tmp_path / "x")]) == 2
+    assert "--init" in capsys.readouterr().err
 
 
 def test_train_user_errors_are_one_line(tmp_path, capsys):

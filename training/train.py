@@ -325,12 +325,16 @@ def fit(cfg: dict, data: Data, rng: np.random.Generator, init: Path | None = Non
     from training.net import build_model
 
     model = build_model(cfg["data"]["channels"], data.params.samples, len(CLASSES), cfg["model"])
-    if init is not None:
+    if init is not None:  # the recipe of [finetune], chosen by bench/bench_adaptation.py
+        from training.adapt import finetune, replay_windows
         model.load_weights(str(init / WEIGHTS))
         ft = cfg["finetune"]
-        compile_model(model, ft["learning_rate"])
-        hist = run_epochs(model, data.train, data.x_val, data.val.y, cfg, epochs=ft["epochs"],
-                          lr=ft["learning_rate"], patience=cfg["train"]["patience"], rng=rng, phase="finetune")
+        replay = None
+        if ft["replay"] > 0:
+            replay = replay_windows(max(len(CLASSES), int(round(ft["replay"] * len(data.train.y)))),
+                                    cfg["data"]["train_seed"], data.params, cfg["data"]["channels"],
+                                    cfg["model"]["channel_policy"])
+        hist = finetune(model, data.train, cfg, rng, replay=replay, x_val=data.x_val, y_val=data.val.y)
     else:
         lr = cfg["train"]["learning_rate"]
         compile_model(model, lr)
@@ -342,7 +346,10 @@ def fit(cfg: dict, data: Data, rng: np.random.Generator, init: Path | None = Non
 def prune_model(cfg: dict, data: Data, fitted: Fitted, rng: np.random.Generator, fine_tuned: bool,
                 t_start: float) -> Pruned:
     """Magnitude pruning of the fitted model (a fine-tuned model keeps its sparsity from step 0)."""
-    if fine_tuned:
+    if fine_tuned and cfg["finetune"]["prune"] != "reprune":  # masks kept while fine-tuning, or left dense
+        model, hist, info = fitted.model, [], {"schedule": f"fine-tuned with finetune.prune = "
+                                                           f"{cfg['finetune']['prune']!r}"}
+    elif fine_tuned:
         ft = cfg["finetune"]
         model, hist, info = prune(fitted.model, data.train, data.x_val, data.val.y, cfg, rng, ft["prune_epochs"],
                                   ft["learning_rate"] / 2, constant=True)
@@ -465,6 +472,7 @@ def write_model(cfg: dict, data: Data, pruned: Pruned, exported: Exported, calib
         "training_seconds": round(pruned.train_seconds, 1),
         **_onset(cfg),
         "fine_tuned_from": None if init is None else json.loads((init / CARD).read_text())["sha256"],
+        "adaptation": None if init is None else _adaptation(cfg, data),
         "config": cfg,
         "metrics": {},
     }
@@ -479,6 +487,12 @@ def _onset(cfg: dict) -> dict:
         return {}
     from training.synthetic.sources import REGIMES
     return {"onset_s": REGIMES[cfg["data"]["regime"]].onset_s}
+
+
+def _adaptation(cfg: dict, data: Data) -> dict:
+    from training.adapt import finetune_summary
+    replayed = int(round(cfg["finetune"]["replay"] * len(data.train.y))) if cfg["finetune"]["replay"] > 0 else 0
+    return finetune_summary(cfg, int(len(data.train.y)), replayed)
 
 
 def fit_and_export(cfg: dict, splits: dict[str, WindowSet], out: Path, init: Path | None = None) -> Trained:
@@ -529,9 +543,9 @@ def run(config_path: str | Path | None, out: str | Path, overrides: dict | None 
         if data is None:
             raise UserError("train --init needs --data SITE_DATA (the mine's own labelled windows)")
         base = json.loads((init_path / CARD).read_text()).get("config", {})
+        # [finetune] is not inherited: the recipe is this software's (measured), not the base model's
         base = {k: v for k, v in base.items() if k in ("name", "version", "seed", "preprocess", "model", "train",
-                                                         "augment", "prune", "finetune", "quantize",
-                                                         "calibration", "open_set")}
+                                                         "augment", "prune", "quantize", "calibration", "open_set")}
         base["model"] = {k: v for k, v in base.get("model", {}).items()}
         base["data"] = {"source": "files", "train": str(data),
                         "channels": json.loads((init_path / CARD).read_text())["channels"]}

@@ -1,0 +1,310 @@
+"""Adapting a model to a mine it was not trained on: few-label fine-tuning recipes, the unlabelled path
+(AdaBN) and the label-efficiency curve, on the independent crosscheck generator.
+
+The "mine" is ``training.crosscheck`` (another author's physics and recording chains) at the model's
+rate and length. The labelled pool, the unlabelled windows and the test set come from disjoint seeds;
+each labelled subset is drawn (per class) from the pool with its own draw seed.
+
+Stages (``--stages``):
+  strategy    fine-tuning recipes at ``--per-class`` labels per class, one factor at a time around the
+              ``[finetune]`` defaults (float Keras on the test set, mean +- std over the draws)
+  unlabelled  AdaBN + int8 re-export with mine windows, no labels (int8 through the gateway's Classifier)
+  curve       8/16/32/64 labels per class: fine-tuned (the defaults) vs trained from scratch on the same
+              windows for the same epochs, int8 through the gateway's Classifier, plus a PNG
+
+Sizes are reduced to fit about 40 minutes of the shared 2-core machine (a test set of 600 windows, 3
+draws); the JSON records them. ``--base`` takes any trained model directory so the measurement can be
+re-run on a new shipped model.
+
+    python bench/bench_adaptation.py --base models/triaxial [--stages strategy,unlabelled,curve]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge.formats import WindowSet  # noqa: E402
+from edge.gateway.model import Classifier  # noqa: E402
+from edge.gateway.preprocess import PreprocessParams  # noqa: E402
+from edge.vocabulary import CLASSES  # noqa: E402
+from training import adapt as A  # noqa: E402
+from training import data as D  # noqa: E402
+from training import metrics as M  # noqa: E402
+from training.config import load_config  # noqa: E402
+
+# One factor at a time around the defaults; each entry overrides [finetune] (or [augment]).
+VARIANTS: dict[str, dict] = {
+    "defaults": {},
+    "freeze_trunk": {"freeze": "trunk"},
+    "freeze_all_but_last": {"freeze": "all_but_last"},
+    "lr_3e-4": {"learning_rate": 0.0003},
+    "lr_1e-3": {"learning_rate": 0.001},
+    "epochs_20": {"epochs": 20},
+    "epochs_80": {"epochs": 80},
+    "no_augment": {"augment": False},
+    "no_adabn": {"adabn": False},
+    "class_weight_balanced_imbalanced": {},
+    "class_weight_none_imbalanced": {"class_weight": "none"},
+    "prune_reprune": {"prune": "reprune"},
+    "replay_1x": {"replay": 1.0},
+    "old_recipe": {"epochs": 12, "batch_size": 64, "adabn": False, "prune": "reprune", "freeze": "none",
+                   "learning_rate": 0.001},
+}
+STAGE_KEYS = ("strategy", "unlabelled", "curve")
+IMBALANCED = (1.5, 0.5, 1.0, 0.75, 1.0, 1.25)  # per-class share of the same total (few blasts, many noise)
+
+
+def crosscheck(count: int, seed: int, params: PreprocessParams, sites: list[str] | None):
+    """Crosscheck windows at the model's rate and length (onset 0.256 s in)."""
+    from training.crosscheck import generate_windows
+    return generate_windows(count, seed, fs=params.fs, samples=params.samples, pre_s=0.256, sites=sites)
+
+
+def draw(pool: D.Prepared, per_class: int | tuple[int, ...], seed: int) -> D.Prepared:
+    """A labelled subset: ``per_class`` windows of each class drawn from the pool."""
+    rng = np.random.default_rng(seed)
+    counts = per_class if isinstance(per_class, tuple) else (per_class,) * len(CLASSES)
+    idx = np.concatenate([rng.permutation(np.flatnonzero(pool.y == c))[:n] for c, n in enumerate(counts)])
+    idx = np.sort(idx)
+    return D.Prepared(pool.x[idx], pool.y[idx], pool.source.subset(idx))
+
+
+def keras_f1(model, x: np.ndarray, y: np.ndarray) -> float:
+    """Closed-set macro-F1 of a Keras model."""
+    return M.classification_metrics(y, np.asarray(model.predict(x, batch_size=256, verbose=0)).argmax(1))["macro_f1"]
+
+
+def mean_std(v: list[float]) -> dict:
+    return {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": [float(a) for a in v]}
+
+
+def fine_tuned(base: Path, sub: D.Prepared, cfg: dict, seed: int, replay: D.Prepared | None):
+    """The base model fine-tuned on ``sub`` with ``cfg['finetune']`` (pruning re-applied when asked)."""
+    from training.tf_env import set_seeds
+    from training.train import prune
+    set_seeds(seed)
+    rng = np.random.default_rng(seed)
+    model = A.load_base(base)
+    rep = None
+    if cfg["finetune"]["replay"] > 0 and replay is not None:
+        rep = draw(replay, int(round(cfg["finetune"]["replay"] * len(sub.y) / len(CLASSES))), seed)
+    A.finetune(model, sub, cfg, rng, replay=rep)
+    if cfg["finetune"]["prune"] == "reprune":
+        x_sub = D.to_model_input(sub.x, cfg["preprocess"]["clip"])
+        c = copy.deepcopy(cfg)
+        c["train"]["batch_size"] = cfg["finetune"]["batch_size"]
+        model, _, _ = prune(model, sub, x_sub, sub.y, c, rng, cfg["finetune"]["prune_epochs"],
+                            cfg["finetune"]["learning_rate"] / 2, constant=True)
+    return model
+
+
+def from_scratch(sub: D.Prepared, cfg: dict, card: dict, seed: int):
+    """A new network trained on ``sub`` only, same epochs and augmentation, the training's learning rate."""
+    from training.net import build_model
+    from training.tf_env import set_seeds
+    set_seeds(seed)
+    model = build_model(int(card["channels"]), int(card["samples"]), len(CLASSES), card["config"]["model"])
+    c = copy.deepcopy(cfg)
+    c["finetune"].update({"freeze": "none", "adabn": False, "prune": "none", "replay": 0.0,
+                          "learning_rate": cfg["train"]["learning_rate"]})
+    A.finetune(model, sub, c, np.random.default_rng(seed), phase="scratch")
+    return model
+
+
+def int8_f1(model, base: Path, sub: D.Prepared, test_ws, clip: float, what: str) -> dict:
+    """Write ``model`` as a gateway model (int8, representative set from the site windows) and score it
+    through ``edge.gateway.model.Classifier``."""
+    from training.evaluate import evaluate_split
+    with tempfile.TemporaryDirectory() as tmp:
+        A.write_adapted(Path(tmp) / "m", base, model, D.to_model_input(sub.x, clip), {"method": what},
+                        (D.to_model_input(sub.x, clip), sub.y))
+        rep = evaluate_split(Classifier(Path(tmp) / "m"), test_ws).report
+    return {"macro_f1": rep["macro_f1"], "microseismic_recall": rep["microseismic_recall"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--base", default=str(ROOT / "models" / "triaxial"), help="trained model directory")
+    ap.add_argument("--sites", default="grouted_borehole_14hz",
+                    help="the mine's crosscheck site types, comma-separated ('' for all eight)")
+    ap.add_argument("--stages", default="strategy,unlabelled,curve")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="strategy variants to run")
+    ap.add_argument("--per-class", type=int, default=32)
+    ap.add_argument("--sizes", default="8,16,32,64")
+    ap.add_argument("--draws", type=int, default=3)
+    ap.add_argument("--test-count", type=int, default=600)
+    ap.add_argument("--pool-seed", type=int, default=7100)
+    ap.add_argument("--unlabelled-seed", type=int, default=7200)
+    ap.add_argument("--test-seed", type=int, default=7300)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "adaptation.json"))
+    ap.add_argument("--merge", action="store_true", help="keep the other stages and strategy variants already "
+                    "in --out (partial runs compose)")
+    args = ap.parse_args(argv)
+
+    t_all = time.perf_counter()
+    base = Path(args.base)
+    card = A.card_of(base)
+    cfg = load_config(None, {"preprocess": card["preprocessing"]})
+    params = PreprocessParams.from_dict(card["preprocessing"])
+    ch, policy, clip = int(card["channels"]), card.get("channel_policy", "zero_fill"), params.clip
+    sites = [s for s in args.sites.split(",") if s] or None
+    sizes = [int(v) for v in args.sizes.split(",")]
+    stages = set(args.stages.split(","))
+    pool_per_class = max(max(sizes), args.per_class) * 2
+    t0 = time.perf_counter()
+    pool_ws = crosscheck(pool_per_class * len(CLASSES), args.pool_seed, params, sites)
+    test_ws = crosscheck(args.test_count, args.test_seed, params, sites)
+    pool = D.prepare(pool_ws, params, ch, policy)
+    test = D.prepare(test_ws, params, ch, policy)
+    x_test = D.to_model_input(test.x, clip)
+    gen_s = time.perf_counter() - t0
+    replay = A.replay_windows(pool_per_class * len(CLASSES), 8100, params, ch, policy)
+    zero_shot_float = keras_f1(A.load_base(base), x_test, test.y)
+    from training.evaluate import evaluate_split
+    zero_shot_int8 = evaluate_split(Classifier(base), test_ws).report["macro_f1"]
+    res: dict = {
+        "what": "adaptation of a trained model to the crosscheck generator (a mine it never saw)",
+        "base": {"path": str(base), "sha256": card["sha256"], "name": card.get("name")},
+        "domain": {"generator": "training.crosscheck", "sites": sites or "all eight site types",
+                   "fs": params.fs, "samples": params.samples, "pre_s": 0.256,
+                   "pool": {"seed": args.pool_seed, "per_class": pool_per_class},
+                   "test": {"seed": args.test_seed, "count": len(test.y)},
+                   "unlabelled": {"seed": args.unlabelled_seed}, "draw_seeds": list(range(args.draws)),
+                   "replay": {"generator": "training.synthetic (training sites)", "seed": 8100}},
+        "zero_shot": {"float_keras_macro_f1": zero_shot_float, "int8_macro_f1": zero_shot_int8},
+        "reduced_sizes": f"test set {len(test.y)} windows, {args.draws} draws per setting, float Keras for the "
+                         "recipe comparison (int8 for the unlabelled path and the curve)",
+        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        "generate_seconds": gen_s,
+    }
+    if args.merge and Path(args.out).is_file():
+        res = {**{k: v for k, v in json.loads(Path(args.out).read_text()).items() if k in STAGE_KEYS}, **res}
+    print(f"zero-shot on the mine: float {zero_shot_float:.4f}, int8 {zero_shot_int8:.4f}", flush=True)
+
+    if "strategy" in stages:
+        t1 = time.perf_counter()
+        out = {}
+        for name in args.variants.split(","):
+            c = copy.deepcopy(cfg)
+            c["finetune"].update(VARIANTS[name])
+            per = tuple(int(round(s * args.per_class)) for s in IMBALANCED) if "imbalanced" in name \
+                else args.per_class
+            f1s, secs, sparsity = [], [], []
+            for d in range(args.draws):
+                sub = draw(pool, per, 1000 * d + 17)
+                ts = time.perf_counter()
+                model = fine_tuned(base, sub, c, seed=d + 1, replay=replay)
+                secs.append(time.perf_counter() - ts)
+                f1s.append(keras_f1(model, x_test, test.y))
+                from training.train import kernel_sparsity
+                sparsity.append(kernel_sparsity(model)["overall"])
+            out[name] = {"override": VARIANTS[name], "finetune": c["finetune"], "draws": args.draws,
+                         "labels": per if isinstance(per, tuple) else [per] * 6,
+                         "float_macro_f1": mean_std(f1s), "sparsity": float(np.mean(sparsity)),
+                         "seconds_per_fit": float(np.mean(secs))}
+            res["strategy_partial"] = out
+            _save(args.out, res)
+            print(f"strategy {name:<34} macro-F1 {np.mean(f1s):.4f} +- {np.std(f1s):.4f} "
+                  f"sparsity {np.mean(sparsity):.2f} ({np.mean(secs):.0f} s/fit)", flush=True)
+        del res["strategy_partial"]
+        res["strategy"] = {"per_class": args.per_class, "defaults": cfg["finetune"], "variants": out,
+                           "seconds": time.perf_counter() - t1}
+        if args.merge and Path(args.out).is_file():  # partial runs (a few variants each) compose
+            old = json.loads(Path(args.out).read_text()).get("strategy", {})
+            res["strategy"]["variants"] = {**old.get("variants", {}), **out}
+            res["strategy"]["seconds"] += old.get("seconds", 0.0)
+        _save(args.out, res)
+
+    if "unlabelled" in stages:
+        t1 = time.perf_counter()
+        unl_ws = crosscheck(600, args.unlabelled_seed, params, sites)
+        unl_ws = WindowSet(unl_ws.waveforms, np.full(len(unl_ws), "", dtype="<U1"), unl_ws.fs)  # labels dropped
+        with tempfile.TemporaryDirectory() as tmp:
+            from edge.formats import write_windows
+            write_windows(Path(tmp) / "unlabelled.npz", unl_ws)
+            rows = {}
+            for n in (50, 200, 600):
+                sub_path = Path(tmp) / f"u{n}.npz"
+                write_windows(sub_path, unl_ws.subset(np.arange(n)))
+                A.adapt_unlabelled(base, sub_path, Path(tmp) / f"a{n}")
+                rows[str(n)] = evaluate_split(Classifier(Path(tmp) / f"a{n}"), test_ws).report["macro_f1"]
+                print(f"unlabelled AdaBN on {n} windows: int8 macro-F1 {zero_shot_int8:.4f} -> {rows[str(n)]:.4f}",
+                      flush=True)
+        res["unlabelled"] = {"method": "AdaBN + int8 re-export with site windows as representative set",
+                             "int8_macro_f1_before": zero_shot_int8, "int8_macro_f1_after_by_windows": rows,
+                             "seconds": time.perf_counter() - t1}
+        _save(args.out, res)
+
+    if "curve" in stages:
+        t1 = time.perf_counter()
+        curve = {"sizes_per_class": sizes, "finetuned": [], "scratch": [], "epochs": cfg["finetune"]["epochs"]}
+        for n in sizes:
+            ft, sc = [], []
+            for d in range(args.draws):
+                sub = draw(pool, n, 1000 * d + 17)
+                ft.append(int8_f1(fine_tuned(base, sub, cfg, d + 1, replay), base, sub, test_ws, clip,
+                                  "fine-tuned")["macro_f1"])
+                sc.append(int8_f1(from_scratch(sub, cfg, card, d + 1), base, sub, test_ws, clip,
+                                  "from scratch")["macro_f1"])
+            curve["finetuned"].append(mean_std(ft))
+            curve["scratch"].append(mean_std(sc))
+            res["curve"] = {**curve, "done_sizes": sizes[:len(curve["finetuned"])]}
+            _save(args.out, res)
+            print(f"curve {n:>3} per class: fine-tuned {np.mean(ft):.4f} +- {np.std(ft):.4f}, "
+                  f"scratch {np.mean(sc):.4f} +- {np.std(sc):.4f}", flush=True)
+        curve["seconds"] = time.perf_counter() - t1
+        res["curve"] = curve
+        png = Path(args.out).with_suffix(".png")
+        _plot(curve, zero_shot_int8, png)
+        res["curve"]["plot"] = str(png.relative_to(ROOT)) if png.is_relative_to(ROOT) else str(png)
+    res["seconds"] = time.perf_counter() - t_all
+    _save(args.out, res)
+    print(f"wrote {args.out} ({res['seconds']:.0f} s)")
+    return 0
+
+
+def _plot(curve: dict, zero_shot: float, png: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    n = curve["sizes_per_class"]
+    for key, label in (("finetuned", "fine-tuned from the shipped model"), ("scratch", "trained from scratch")):
+        m = [r["mean"] for r in curve[key]]
+        s = [r["std"] for r in curve[key]]
+        ax.errorbar(n, m, yerr=s, marker="o", capsize=3, label=label)
+    ax.axhline(zero_shot, color="grey", ls="--", label="shipped model, no site labels")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(n, [str(v) for v in n])
+    ax.set_xlabel("labelled site windows per class")
+    ax.set_ylabel("macro-F1 (int8, gateway Classifier)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("Label efficiency on an unseen generator (crosscheck)")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def _save(path: str, res: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(res, indent=2, default=lambda o: list(o) if isinstance(o, tuple) else str(o))
+                          + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""Adapting a trained model to one mine: few-label fine-tuning and the unlabelled path.
+
+Fine-tuning (:func:`finetune`) runs a fixed number of epochs on the site's labelled windows -- with a few
+dozen windows per class there is no validation set worth early stopping on -- with the choices of the
+``[finetune]`` table: which layers are frozen, learning rate, epochs, batch size, the training's
+augmentation (background drawn from the site's own noise windows), class weighting, a replay of
+synthetic windows against forgetting, BatchNorm statistics re-estimated on the site first (AdaBN) and
+how the pruning survives (the base model's zero masks kept at every step, tfmot pruning re-applied
+after, or neither).
+
+The unlabelled path (:func:`adapt_unlabelled`, ``stopewatch train --init MODEL --adapt-unlabelled DIR``)
+needs no labels: the BatchNorm statistics of every block are re-estimated on the mine's windows (they
+fold into the convolutions at conversion, so the int8 model pays nothing) and the int8 model is
+re-exported with a representative set drawn from those windows. Calibration stays the source domain's
+unless the windows carry labels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.formats import WindowSet, read_npz, window_files
+from edge.gateway.model import CARD, TFLITE, sha256_file, softmax, tflite_logits
+from edge.gateway.preprocess import PreprocessParams
+from edge.vocabulary import CLASSES
+from training import data as D
+from training import metrics as M
+
+FREEZE = ("none", "trunk", "all_but_last")  # nothing / every conv block / every block but the last
+PRUNE = ("masks", "reprune", "none")  # keep the base zeros each step / tfmot constant sparsity after / dense
+
+
+# --------------------------------------------------------------------------- the model
+def card_of(model_dir: Path) -> dict:
+    """The model card of a trained model directory (one line naming the file when it is not one)."""
+    from training.train import WEIGHTS
+
+    model_dir = Path(model_dir)
+    if not (model_dir / WEIGHTS).is_file() or not (model_dir / CARD).is_file():
+        raise UserError(f"--init {model_dir}: not a trained model directory (needs {WEIGHTS} and {CARD})")
+    return json.loads((model_dir / CARD).read_text())
+
+
+def load_base(model_dir: Path):
+    """The Keras model of a trained model directory (architecture from its card, weights from its .h5)."""
+    from training.net import build_model
+    from training.train import WEIGHTS
+
+    card = card_of(model_dir)
+    model = build_model(int(card["channels"]), int(card["samples"]), len(CLASSES), card["config"]["model"])
+    model.load_weights(str(Path(model_dir) / WEIGHTS))
+    return model
+
+
+def blocks(model) -> int:
+    """Number of conv blocks (``conv{i}``/``bn{i}``) of the network."""
+    return sum(1 for layer in model.layers if layer.name.startswith("conv"))
+
+
+def set_frozen(model, freeze: str) -> None:
+    """Freeze nothing, the whole conv trunk, or every block but the last (frozen BatchNorm layers run in
+    inference mode, on their stored statistics)."""
+    if freeze not in FREEZE:
+        raise UserError(f"finetune.freeze = {freeze!r}; allowed: {', '.join(FREEZE)}")
+    n = blocks(model)
+    frozen = {"none": 0, "trunk": n, "all_but_last": n - 1}[freeze]
+    for layer in model.layers:
+        if layer.name.startswith(("conv", "bn")):
+            layer.trainable = int(layer.name[-1]) >= frozen if layer.name[-1].isdigit() else True
+        else:
+            layer.trainable = True
+
+
+def reestimate_batchnorm(model, x: np.ndarray, batch: int = 128) -> dict:
+    """AdaBN: each BatchNorm layer's moving mean and variance set to the statistics of its input over
+    ``x`` (model input, (n, samples, channels)), block by block so that each sees the re-normalised
+    output of the blocks before it. Returns the mean shift per layer (in source standard deviations)."""
+    _, keras, _ = tensorflow_keras()
+    shifts = {}
+    for i in range(blocks(model)):
+        bn = model.get_layer(f"bn{i}")
+        probe = keras.Model(model.input, model.get_layer(f"conv{i}").output)
+        s1 = s2 = None
+        count = 0
+        for a in range(0, len(x), batch):
+            z = np.asarray(probe(x[a:a + batch], training=False), dtype=np.float64)
+            z = z.reshape(-1, z.shape[-1])
+            s1 = z.sum(0) if s1 is None else s1 + z.sum(0)
+            s2 = (z ** 2).sum(0) if s2 is None else s2 + (z ** 2).sum(0)
+            count += len(z)
+        mean = s1 / count
+        var = np.maximum(s2 / count - mean ** 2, 0.0)
+        old_mean, old_var = bn.moving_mean.numpy(), bn.moving_variance.numpy()
+        shifts[bn.name] = float(np.mean(np.abs(mean - old_mean) / np.sqrt(old_var + bn.epsilon)))
+        bn.moving_mean.assign(mean.astype(np.float32))
+        bn.moving_variance.assign(var.astype(np.float32))
+    return shifts
+
+
+def tensorflow_keras():
+    """(tf, tf_keras, tfmot), imported quietly with Keras 2."""
+    from training.tf_env import tensorflow
+    return tensorflow()
+
+
+def kernel_masks(model) -> dict[str, np.ndarray]:
+    """Non-zero pattern of every Conv1D/Dense kernel (the pruning masks of a pruned model)."""
+    return {layer.name: (layer.kernel.numpy() != 0).astype(np.float32) for layer in model.layers
+            if type(layer).__name__ in ("Conv1D", "Dense")}
+
+
+def _mask_callback(model, masks: dict[str, np.ndarray]):
+    """Re-zero the pruned weights after every step (the optimizer's update moves them off zero)."""
+    _, keras, _ = tensorflow_keras()
+    layers = [(model.get_layer(k), v) for k, v in masks.items()]
+
+    class KeepMasks(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            for layer, m in layers:
+                layer.kernel.assign(layer.kernel * m)
+
+    return KeepMasks()
+
+
+# --------------------------------------------------------------------------- fine-tuning
+def replay_windows(count: int, seed: int, params: PreprocessParams, channels: int, policy: str) -> D.Prepared:
+    """``count`` synthetic training-site windows (balanced classes), filtered for the network."""
+    ws = D.synthetic(count, seed, "train", channels=channels, fs=params.fs, samples=params.samples)
+    return D.prepare(ws, params, channels, policy)
+
+
+def finetune(model, site: D.Prepared, cfg: dict, rng: np.random.Generator, *, replay: D.Prepared | None = None,
+             x_val: np.ndarray | None = None, y_val: np.ndarray | None = None, phase: str = "finetune") -> list[dict]:
+    """Fine-tune ``model`` in place on the site's filtered windows with ``cfg['finetune']``; a fixed number
+    of epochs and a cosine learning rate; validation macro-F1 per epoch is recorded when given, not used
+    to stop. Returns the epoch history."""
+    from training.train import compile_model, log
+
+    ft = cfg["finetune"]
+    clip = cfg["preprocess"]["clip"]
+    masks = kernel_masks(model) if ft["prune"] == "masks" else None
+    if ft["adabn"]:
+        reestimate_batchnorm(model, D.to_model_input(site.x, clip))
+    set_frozen(model, ft["freeze"])
+    compile_model(model, ft["learning_rate"])
+    x, y = site.x, site.y
+    w_site = D.class_weights(y, len(CLASSES)) if ft["class_weight"] == "balanced" else np.ones(len(CLASSES),
+                                                                                                np.float32)
+    sw = w_site[y]
+    if replay is not None and len(replay.x):
+        x = np.concatenate([x, replay.x])
+        y = np.concatenate([y, replay.y])
+        # replayed windows weigh as much in total as the site's own: the site stays the target
+        sw = np.concatenate([sw, np.full(len(replay.y), len(site.y) / len(replay.y), np.float32)])
+    background = site.x[site.y == CLASSES.index("noise")]  # the site's own background, not the synthetic one
+    aug = cfg["augment"]
+    callbacks = [_mask_callback(model, masks)] if masks is not None else []
+    history = []
+    epochs = ft["epochs"]
+    for epoch in range(epochs):
+        model.optimizer.learning_rate.assign(ft["learning_rate"] * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
+        xa = D.augment(x, rng, aug, background if len(background) else None) if ft["augment"] else x
+        xa = D.to_model_input(xa, clip)
+        order = rng.permutation(len(xa))
+        t0 = time.perf_counter()
+        h = model.fit(xa[order], y[order], sample_weight=sw[order], batch_size=ft["batch_size"], epochs=1,
+                      shuffle=False, verbose=0, callbacks=callbacks)
+        rec = {"phase": phase, "epoch": epoch + 1, "loss": float(h.history["loss"][-1]),
+               "seconds": time.perf_counter() - t0}
+        if x_val is not None and len(x_val):
+            pred = np.asarray(model.predict(x_val, batch_size=256, verbose=0)).argmax(1)
+            rec["val_macro_f1"] = M.classification_metrics(y_val, pred)["macro_f1"]
+        history.append(rec)
+    if history:
+        last = history[-1]
+        log(f"{phase}: {epochs} epochs on {len(site.y)} site windows"
+            + (f" + {len(replay.y)} replayed" if replay is not None else "")
+            + f", loss {last['loss']:.4f}" + (f", val macro-F1 {last['val_macro_f1']:.4f}" if "val_macro_f1" in last
+                                              else ""))
+    set_frozen(model, "none")
+    return history
+
+
+def finetune_summary(cfg: dict, site_windows: int, replayed: int) -> dict:
+    """The card's ``adaptation`` section of a labelled fine-tune: the recipe and what it saw."""
+    ft = cfg["finetune"]
+    return {"method": "fine-tuned on labelled site windows", "site_windows": site_windows,
+            "replayed_synthetic_windows": replayed,
+            **{k: ft[k] for k in ("freeze", "epochs", "learning_rate", "batch_size", "augment", "class_weight",
+                                  "adabn", "prune", "prune_epochs", "replay")},
+            "calibration": "temperature and thresholds re-fitted on held-out labelled site windows"}
+
+
+# --------------------------------------------------------------------------- the unlabelled path
+def read_site_windows(path: str | Path) -> WindowSet:
+    """Every window of a file or dataset; labels are optional (unlabelled windows get the label '')."""
+    from edge.formats import read_windows
+
+    files = window_files(path)
+    if all("labels" in read_npz(f) for f in files):
+        return read_windows(path, vocabulary=None)
+    parts = []
+    for f in files:
+        z = read_npz(f)
+        if "waveforms" not in z or "fs" not in z:
+            raise UserError(f"{f}: needs keys 'waveforms' (n, channels, samples) and 'fs'; has {sorted(z)}")
+        wav = z["waveforms"]
+        if wav.ndim != 3 or wav.dtype.kind != "f":
+            raise UserError(f"{f}: key 'waveforms' has shape {wav.shape} dtype {wav.dtype}; "
+                            "expected float (n, channels, samples)")
+        parts.append(WindowSet(wav, np.full(len(wav), "", dtype="<U1"), float(np.asarray(z["fs"]).reshape(()))))
+    if len({p.fs for p in parts}) > 1:
+        raise UserError(f"{path}: files have different sampling rates {sorted({p.fs for p in parts})}; expected one")
+    return D.concat(parts)
+
+
+def write_adapted(out: Path, base_dir: Path, model, representative: np.ndarray, adaptation: dict,
+                  labelled: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Convert ``model`` to float and int8 TFLite (int8 calibrated on ``representative``, model input) and
+    write it into ``out`` with the base card updated: hashes, quantization, ``adaptation`` and
+    ``fine_tuned_from``. Temperature and the unknown threshold are re-fitted on ``labelled`` (model input,
+    labels) when given, else kept from the source domain and the card says so. Returns the card."""
+    from training.train import FLOAT_TFLITE, WEIGHTS, convert, kernel_sparsity, tflite_info, write_card
+
+    base = card_of(base_dir)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / CARD).is_file():
+        raise UserError(f"--out {out}: exists, is not empty and holds no model; choose a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "plots", ignore_errors=True)
+    int8 = convert(model, representative, int8=True)
+    (out / TFLITE).write_bytes(int8)
+    (out / FLOAT_TFLITE).write_bytes(convert(model, representative, int8=False))
+    model.save_weights(str(out / WEIGHTS))
+    info = tflite_info(int8)
+    card = {k: v for k, v in base.items() if k not in ("metrics", "metrics_test_set", "open_set")}
+    adaptation = dict(adaptation)
+    if labelled is not None and len(labelled[1]):
+        logits = tflite_logits(int8, labelled[0])
+        t = M.fit_temperature(logits, labelled[1])
+        reject = base.get("config", {}).get("calibration", {}).get("reject_fraction", 0.01)
+        card["temperature"] = t
+        card["unknown_threshold"] = M.unknown_threshold(softmax(logits, t), labelled[1], reject)
+        adaptation["calibration"] = f"temperature and unknown threshold re-fitted on {len(labelled[1])} labelled " \
+                                    "site windows"
+    else:
+        adaptation["calibration"] = "source domain: temperature and unknown threshold are the base model's " \
+                                    "(no site labels to re-fit them); probabilities may be over-confident here"
+    if "open_set" in base:  # its thresholds and class means were fitted on source logits
+        adaptation["open_set"] = "dropped: the base rule was fitted on source-domain logits; the gateway falls " \
+                                 "back to the confidence rule"
+    card.update({
+        "name": base.get("name", "model") + "-adapted",
+        "sha256": sha256_file(out / TFLITE),
+        "files": {TFLITE: sha256_file(out / TFLITE), FLOAT_TFLITE: sha256_file(out / FLOAT_TFLITE),
+                  WEIGHTS: sha256_file(out / WEIGHTS)},
+        "input_quantization": {"dtype": info["input"]["dtype"], "scale": info["input"]["scale"],
+                               "zero_point": info["input"]["zero_point"]},
+        "output_quantization": info["output"],
+        "tflite_ops": info["ops"],
+        "sparsity": kernel_sparsity(model)["overall"],
+        "quantization": {"method": "post-training full-integer",
+                         "representative": f"{len(representative)} site windows"},
+        "fine_tuned_from": base["sha256"],
+        "adaptation": adaptation,
+        "metrics": {},
+    })
+    write_card(out, card)
+    return card
+
+
+def adapt_unlabelled(init: str | Path, windows: str | Path, out: str | Path, representative: int = 400,
+                     seed: int = 1) -> dict:
+    """``stopewatch train --init MODEL --adapt-unlabelled DIR --out OUT``: AdaBN on the mine's windows,
+    int8 re-exported with a representative set from them; returns the card."""
+    from training.train import log
+
+    init = Path(init)
+    base = card_of(init)
+    ws = read_site_windows(windows)
+    if len(ws) < 16:
+        raise UserError(f"--adapt-unlabelled {windows}: {len(ws)} windows; at least 16 are needed to estimate "
+                        "the BatchNorm statistics (a few hundred are better)")
+    params = PreprocessParams.from_dict(base["preprocessing"], "preprocessing")
+    prep = D.prepare(ws, params, int(base["channels"]), base.get("channel_policy", "zero_fill"))
+    x = D.to_model_input(prep.x, params.clip)
+    model = load_base(init)
+    shifts = reestimate_batchnorm(model, x)
+    log(f"AdaBN on {len(x)} site windows: mean shift per layer "
+        + ", ".join(f"{k} {v:.2f} sd" for k, v in shifts.items()))
+    rng = np.random.default_rng(seed)
+    rep = x[np.sort(rng.permutation(len(x))[:representative])]
+    known = prep.y >= 0
+    labelled = (x[known], prep.y[known]) if known.sum() >= 2 * len(CLASSES) else None
+    adaptation = {"method": "AdaBN: BatchNorm statistics re-estimated on unlabelled site windows",
+                  "site_windows": int(len(x)), "source": str(windows), "bn_mean_shift_sd": shifts,
+                  "labels_used": "for calibration only" if labelled is not None else "none"}
+    card = write_adapted(Path(out), init, model, rep, adaptation, labelled)
+    log(f"wrote {out}: sha256 {card['sha256'][:12]}")
+    return card
