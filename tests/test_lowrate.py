@@ -94,11 +94,14 @@ def test_lowrate_configs_plan_the_low_regime_on_wide_sites():
         assert cfg["board_rates_hz"] == [250, 1000] and cfg["data"]["channels"] == channels
         assert (cfg["preprocess"]["fs"], cfg["preprocess"]["samples"]) == (500.0, 4096)
         plan = synthetic_plan(cfg)
-        assert {a["regime"] for a in plan.values()} == {"low"}
-        assert plan["train"]["sites"] == "wide" and plan["heldout"]["sites"] == "wide-heldout"
-    # the high-rate configs keep their plans (and so the shipped cards' training_data and the caches)
+
+        def regimes(entry: dict) -> set[str]:  # a mix's regime is its parts'
+            return set().union(*map(regimes, entry["parts"])) if "parts" in entry else {entry["regime"]}
+
+        assert set().union(*map(regimes, plan.values())) == {"low"}
+        assert plan["train"]["sites"] == ["wide"] and plan["heldout_sites"]["sites"] == ["wide-heldout"]
     plan = synthetic_plan(load_config(REPO / "training" / "configs" / "triaxial.toml"))
-    assert "regime" not in plan["train"] and plan["heldout"]["sites"] == "heldout"
+    assert plan["test"]["regime"] == "high" and plan["test"]["fs"] == 4000.0
 
 
 def test_training_config_rejects_bad_board_rates(tmp_path):

@@ -374,7 +374,8 @@ class Daemon:
             log.exception("draining failed; events of the last blocks may not be stored")
             self.exit_code = 1
         left = self.publisher.stop(timeout=10.0)
-        log.info("stopped after %d events; %d left in the outbox for the next start", self.events_out, left)
+        log.info("stopped after %d events (+%d not logged since the last event line); %d left in the outbox for "
+                 "the next start", self.events_out, self._events_not_logged, left)
         return self.exit_code
 
 
