@@ -173,36 +173,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_unlabelled(path: str):
-    """(waveforms, fs) of every window of a window file or sharded dataset; labels are optional here."""
-    import numpy as np
-
-    from edge.formats import read_npz, window_files
-
-    for f in window_files(path):
-        z = read_npz(f)
-        if "waveforms" not in z or "fs" not in z:
-            raise UserError(f"{f}: needs keys 'waveforms' (n, channels, samples) and 'fs'; has {sorted(z)}")
-        wav = z["waveforms"]
-        if wav.ndim != 3 or wav.dtype.kind != "f":
-            raise UserError(f"{f}: key 'waveforms' has shape {wav.shape} dtype {wav.dtype}; "
-                            "expected float (n, channels, samples)")
-        try:
-            fs = float(np.asarray(z["fs"]).reshape(()))
-        except (TypeError, ValueError):
-            raise UserError(f"{f}: key 'fs' = {z['fs']!r}; expected one positive number (Hz)") from None
-        if not fs > 0:
-            raise UserError(f"{f}: key 'fs' = {fs}; expected a positive sampling rate in Hz")
-        yield wav, fs
-
-
 def _cmd_classify(args: argparse.Namespace) -> int:
     import json
 
+    from edge.formats import iter_unlabelled
     from edge.gateway.model import Classifier
 
     clf = Classifier(args.model)
-    for wav, fs in _read_unlabelled(args.windows):
+    for wav, fs in iter_unlabelled(args.windows):
         for start in range(0, len(wav), 256):
             for fields in clf.classify(wav[start:start + 256], fs):
                 print(json.dumps(fields.as_fields(), sort_keys=False))

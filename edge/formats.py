@@ -283,3 +283,17 @@ def read_stream(path: str | os.PathLike) -> Stream:
             snr = np.asarray(z["event_snr_db"], dtype=np.float32)
     return Stream(data.astype(np.float32, copy=False), fs, start, channels, onsets.astype(np.int64)
                   if onsets is not None else None, labels, snr)
+
+
+def iter_unlabelled(path: str | os.PathLike) -> Iterator[tuple[np.ndarray, float]]:
+    """(waveforms, fs) of every file of a window file or sharded dataset; labels are optional here
+    (``classify``, adaptation to a mine's unlabelled windows)."""
+    for f in window_files(path):
+        z = read_npz(f)
+        if "waveforms" not in z or "fs" not in z:
+            raise UserError(f"{f}: needs keys 'waveforms' (n, channels, samples) and 'fs'; has {sorted(z)}")
+        wav = z["waveforms"]
+        if wav.ndim != 3 or wav.dtype.kind != "f":
+            raise UserError(f"{f}: key 'waveforms' has shape {wav.shape} dtype {wav.dtype}; "
+                            "expected float (n, channels, samples)")
+        yield wav, _as_fs(z["fs"], f)

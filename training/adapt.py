@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import UserError
-from edge.formats import WindowSet, read_npz, window_files
+from edge.formats import WindowSet, iter_unlabelled, read_npz, read_windows, window_files
 from edge.gateway.model import CARD, TFLITE, sha256_file, softmax, tflite_logits
 from edge.gateway.preprocess import PreprocessParams
 from edge.vocabulary import CLASSES
@@ -201,21 +201,10 @@ def finetune_summary(cfg: dict, site_windows: int, replayed: int) -> dict:
 # --------------------------------------------------------------------------- the unlabelled path
 def read_site_windows(path: str | Path) -> WindowSet:
     """Every window of a file or dataset; labels are optional (unlabelled windows get the label '')."""
-    from edge.formats import read_windows
-
     files = window_files(path)
     if all("labels" in read_npz(f) for f in files):
         return read_windows(path, vocabulary=None)
-    parts = []
-    for f in files:
-        z = read_npz(f)
-        if "waveforms" not in z or "fs" not in z:
-            raise UserError(f"{f}: needs keys 'waveforms' (n, channels, samples) and 'fs'; has {sorted(z)}")
-        wav = z["waveforms"]
-        if wav.ndim != 3 or wav.dtype.kind != "f":
-            raise UserError(f"{f}: key 'waveforms' has shape {wav.shape} dtype {wav.dtype}; "
-                            "expected float (n, channels, samples)")
-        parts.append(WindowSet(wav, np.full(len(wav), "", dtype="<U1"), float(np.asarray(z["fs"]).reshape(()))))
+    parts = [WindowSet(wav, np.full(len(wav), "", dtype="<U1"), fs) for wav, fs in iter_unlabelled(path)]
     if len({p.fs for p in parts}) > 1:
         raise UserError(f"{path}: files have different sampling rates {sorted({p.fs for p in parts})}; expected one")
     return D.concat(parts)
