@@ -84,13 +84,16 @@ def test_values_that_would_detect_nothing_or_choke_a_library_are_refused(tmp_pat
     assert f"{section}.{key}" in msg and str(path) in msg and "\n" not in msg
 
 
-def test_relative_paths_are_relative_to_the_config_file(tmp_path):
+def test_relative_paths_name_what_is_beside_the_config_file(tmp_path):
     from edge.gateway.config import load_config
 
-    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "state").mkdir(parents=True)
+    (tmp_path / "models" / "m").mkdir(parents=True)
     path = tmp_path / "etc" / "c.toml"
     path.write_text('[node]\nstate_dir = "state"\n[model]\npath = "../models/m"\n[outbox]\npath = "/abs/o.sqlite"\n')
     cfg = load_config(path)
     assert cfg.node.state_dir == str(tmp_path / "etc" / "state")
     assert Path(cfg.model.path).resolve() == (tmp_path / "models" / "m").resolve()
     assert cfg.outbox.path == "/abs/o.sqlite"
+    path.write_text('[model]\npath = "models/triaxial"\n')  # nothing of that name beside it: as written (cwd)
+    assert load_config(path).model.path == "models/triaxial"

@@ -256,8 +256,10 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
     return cfg
 
 
-# Keys naming files or directories: a relative value is taken relative to the configuration file's directory
-# (under systemd the working directory is /, so relative-to-cwd would depend on who started the daemon).
+# Keys naming files or directories. A relative value names what is beside the configuration file when it
+# exists there (under systemd the working directory is /, so a file's own neighbourhood is what a technician
+# means); otherwise it stays relative to the working directory, as the example config's
+# ``models/triaxial`` is when run from the source tree.
 _PATH_KEYS = {"node": ("state_dir",), "model": ("path",), "outbox": ("path",),
               "mqtt": ("password_file", "ca_file", "cert_file", "key_file")}
 
@@ -272,14 +274,16 @@ def _resolve_paths(data: dict, base: Path) -> dict:
         table = dict(table)
         for key in keys:
             value = table.get(key)
-            if isinstance(value, str) and value and "://" not in value and not Path(value).is_absolute():
+            if isinstance(value, str) and value and "://" not in value and not Path(value).is_absolute() \
+                    and (base / value).exists():
                 table[key] = str(base / value)
         out[section] = table
     return out
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate the daemon's TOML configuration file; relative paths in it are relative to it."""
+    """Read and validate the daemon's TOML configuration file; a relative path names what is beside the file
+    when it exists there, else what is in the working directory."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())
