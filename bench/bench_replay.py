@@ -37,6 +37,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = 9000  # stream seeds 9000+: never used by training
 
 
+def tally(score: dict, truth: list[str], pred: list[str], hits: int, total: int) -> tuple[int, int]:
+    """Add one stream's score: its detected events' (truth, published label) pairs, and its strong events."""
+    strong = score["events_snr_ge_floor"]
+    hits += round(score["recall_snr_ge_6db"] * strong) if strong else 0
+    for t, row in score["confusion"].items():
+        for p, c in row.items():
+            if p != "(missed)":
+                truth += [t] * c
+                pred += [p] * c
+    return hits, total + strong
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="stream length per site (with events)")
@@ -68,14 +80,7 @@ def main() -> None:
                               channels=args.channels, rate_per_min=6.0)
             r = replay(cfg, path, classifier=classifier)["score"]
             strong = r["events_snr_ge_floor"]
-            hits = round(r["recall_snr_ge_6db"] * strong) if strong else 0
-            hits_strong += hits
-            total_strong += strong
-            for t, row in r["confusion"].items():
-                for p, c in row.items():
-                    if p != "(missed)":
-                        truth_all += [t] * c
-                        pred_all += [p] * c
+            hits_strong, total_strong = tally(r, truth_all, pred_all, hits_strong, total_strong)
             bg = Path(tmp) / f"{name}-background.npz"
             write_stream_file(bg, args.background_hours * 3600, SEED + 100 + k + (500 if args.sites == "wide" else 0),
                               site=site, channels=args.channels, rate_per_min=0.0)
@@ -132,14 +137,7 @@ def low_regime(args: argparse.Namespace) -> None:
                               rate_per_min=3.0, regime="low")
             r = replay(cfg, path, classifier=classifier, after_s=after_s)["score"]
             strong = r["events_snr_ge_floor"]
-            hits = round(r["recall_snr_ge_6db"] * strong) if strong else 0
-            hits_strong += hits
-            total_strong += strong
-            for t, row in r["confusion"].items():
-                for p, c in row.items():
-                    if p != "(missed)":
-                        truth_all += [t] * c
-                        pred_all += [p] * c
+            hits_strong, total_strong = tally(r, truth_all, pred_all, hits_strong, total_strong)
             rows[name] = {"events": r["events"], "detected": r["detected"], "recall_snr_ge_6db": r["recall_snr_ge_6db"],
                           "events_snr_ge_6db": strong, "false_triggers_in_event_stream": r["false_triggers"],
                           "classification_macro_f1": r["classification_macro_f1"], "confusion": r["confusion"]}
