@@ -177,3 +177,10 @@ def test_running_daemon_reloads_the_new_model(tmp_path, model):
         proc.terminate()
         proc.wait(30)
     assert proc.returncode == 0
+
+
+def test_a_card_with_classes_outside_the_vocabulary_is_refused(model, tmp_path):
+    classes = json.loads((model / "model_card.json").read_text())["classes"]
+    odd = model_variant(model, tmp_path / "odd", classes=[*classes[:-1], "rockburst"])
+    with pytest.raises(UserError, match="rockburst.*not in the vocabulary"):
+        Classifier(odd)

@@ -28,7 +28,7 @@ import numpy as np
 from edge.errors import UserError
 from edge.formats import read_json
 from edge.gateway.preprocess import PreprocessParams, adapt_channels, preprocess
-from edge.vocabulary import UNKNOWN
+from edge.vocabulary import CLASSES, UNKNOWN
 
 CARD = "model_card.json"
 TFLITE = "model.tflite"
@@ -95,6 +95,9 @@ def validate_card(card: dict, where: str) -> dict:
     classes = card["classes"]
     if not classes or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
         raise UserError(f"{where}: key 'classes' = {classes!r}; expected distinct class names")
+    foreign = [c for c in classes if c not in CLASSES]
+    if foreign:  # the event schema's label and probabilities allow only the vocabulary's classes
+        raise UserError(f"{where}: key 'classes' names {foreign}, not in the vocabulary; allowed: {', '.join(CLASSES)}")
     if card["channels"] not in (1, 3):
         raise UserError(f"{where}: key 'channels' = {card['channels']}; allowed: 1, 3")
     if not card["temperature"] > 0:
