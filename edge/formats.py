@@ -13,6 +13,7 @@ import os
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -122,13 +123,18 @@ def _as_fs(arr: np.ndarray, path: Path) -> float:
     return fs
 
 
-def check_time(value: str, where: str) -> str:
-    """Return ``value`` if it is an ISO-8601 time, else raise a UserError naming ``where``."""
+def parse_time(value: str, where: str) -> datetime:
+    """``value`` as an aware UTC datetime (no zone means UTC), else a UserError naming ``where``."""
     try:
-        parse_utc(value)
+        return parse_utc(value)
     except ValueError:
         raise UserError(f"{where} = {value!r}; expected an ISO-8601 UTC time "
                         "such as 2026-01-01T00:00:00.000000Z") from None
+
+
+def check_time(value: str, where: str) -> str:
+    """Return ``value`` if it is an ISO-8601 time, else raise a UserError naming ``where``."""
+    parse_time(value, where)
     return str(value)
 
 

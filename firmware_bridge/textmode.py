@@ -90,8 +90,7 @@ class TextDecoder:
             if counts:
                 self.channels = max(set(counts), key=counts.count)
                 held, self._learning = self._learning, []
-                out += self._parse(b"\n".join(held) + b"\n")
-                self.stats.lines -= len(held)  # counted once already, when they arrived
+                out += self._decode(held)
         return out
 
     def _bad(self, k: int) -> None:
@@ -122,13 +121,13 @@ class TextDecoder:
     def _parse(self, chunk: bytes) -> list[SampleBlock]:
         lines = chunk.replace(b"\r", b"").split(b"\n")[:-1]
         lines = [ln for ln in lines if ln and not ln.startswith(b"#")]
-        if not lines:
-            return []
         self.stats.lines += len(lines)
-        if self.channels is None:
+        if lines and self.channels is None:
             lines = self._learn_channels(lines)
-            if not lines:
-                return []
+        return self._decode(lines) if lines else []
+
+    def _decode(self, lines: list[bytes]) -> list[SampleBlock]:
+        """Blocks of sample lines (already counted) at the known channel count."""
         c = self.channels
         body = b"\n".join(lines)
         arr = np.frombuffer(body, np.uint8)

@@ -59,7 +59,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from edge.errors import UserError
-from edge.formats import WINDOWS_FORMAT, WindowSet, check_time, read_stream, write_manifest, write_windows
+from edge.formats import WINDOWS_FORMAT, WindowSet, parse_time, read_stream, write_manifest, write_windows
 from edge.vocabulary import CLASSES
 from firmware_bridge import clock
 
@@ -140,12 +140,6 @@ class Uncuttable(Exception):
     """The onset is inside the record but its window does not fit (edge of record, gap)."""
 
 
-# --------------------------------------------------------------------------- times
-def parse_utc(text: str, where: str) -> datetime:
-    """Parse an ISO-8601 time to an aware UTC datetime; a time without a zone is UTC."""
-    return clock.parse_utc(check_time(text, where))
-
-
 # --------------------------------------------------------------------------- labels
 def read_labels(path: Path) -> list[LabelRow]:
     """Read and validate every row of the labels CSV (all errors before anything is cut)."""
@@ -182,7 +176,7 @@ def read_labels(path: Path) -> list[LabelRow]:
                             "one is needed to find the record")
         if not row["start_time"]:
             raise UserError(f"{where}: empty start_time; expected the event onset as ISO-8601 UTC")
-        onset = parse_utc(row["start_time"], f"{where}: start_time")
+        onset = parse_time(row["start_time"], f"{where}: start_time")
         if row["label"] not in CLASSES:
             raise UserError(f"{where}: label {row['label']!r}; allowed: {', '.join(CLASSES)}")
         snr = None
@@ -303,7 +297,7 @@ def load_csv(path: Path) -> Record:
         fs = math.nan
     if not math.isfinite(fs) or fs <= 0:
         raise UserError(f"{path}: fs = {meta['fs']!r}; expected a positive sampling rate in Hz")
-    start = parse_utc(meta["start_time"], f"{path}: start_time")
+    start = parse_time(meta["start_time"], f"{path}: start_time")
     if i >= len(lines):
         raise UserError(f"{path}: no header row of channel names after the '#' lines")
     names = [h.strip() for h in next(csv.reader([lines[i]]))]
@@ -335,7 +329,7 @@ def load_csv(path: Path) -> Record:
 def load_npz(path: Path) -> Record:
     """Read a continuous-stream .npz (docs/data-formats.md) as a record; NaN samples are gaps."""
     s = read_stream(path)
-    start = parse_utc(s.start_time, f"{path}: key 'start_time'")
+    start = parse_time(s.start_time, f"{path}: key 'start_time'")
     data = s.data.astype(np.float64)
     channels = [Channel(str(n), float(s.fs), start, data.shape[1], data[c]) for c, n in enumerate(s.channels)]
     return Record(str(path), "NPZ", [path], {path.stem}, channels)

@@ -164,9 +164,8 @@ class Daemon:
         status = {"temperature_c": round(report.temperature_c, 1), "supply_v": round(report.supply_v, 2),
                   "buffer_overruns": report.buffer_overruns, "gain": report.gain.tolist(),
                   "clipped": report.clipped.tolist()}
-        last = self.board_status
-        if last is None or {k: last[k] for k in ("gain", "buffer_overruns")} != \
-                {k: status[k] for k in ("gain", "buffer_overruns")}:
+        last = self.board_status or {}
+        if (last.get("gain"), last.get("buffer_overruns")) != (status["gain"], status["buffer_overruns"]):
             log.info("board status: %.1f degC, %.2f V, gain %s, %d buffer overruns, clipped %s",
                      report.temperature_c, report.supply_v, status["gain"], report.buffer_overruns,
                      status["clipped"])
