@@ -226,3 +226,45 @@ def test_config_errors_name_key_value_and_allowed(tmp_path):
     bad.write_text('[targets]\ntest_macro_f1 = "high"\n')
     with pytest.raises(UserError, match=r"targets\.test_macro_f1"):
         load_config(bad)
+
+
+def test_decision_bias_trades_false_alarms_for_missed_fractures():
+    ms, blast, noise = CLASSES.index("microseismic"), CLASSES.index("blast"), CLASSES.index("noise")
+    costs = {"microseismic_missed": 8.0, "microseismic_called_blast": 20.0, "false_microseismic": 2.0, "other": 1.0}
+    c = M.cost_matrix(costs)
+    assert c[ms, blast] == 20 and c[ms, noise] == 8 and c[noise, ms] == 2 and c[blast, noise] == 1
+    assert np.all(np.diag(c) == 0)
+    # 10 fractures whose logits lean to blast by 0.5, and 10 blasts leaning to blast by 2: a bias of at
+    # least +0.5 on microseismic (or -0.5 on blast) recovers every fracture without costing a blast
+    z = np.zeros((20, len(CLASSES)))
+    z[:10, ms], z[:10, blast] = 1.0, 1.5
+    z[10:, ms], z[10:, blast] = 1.0, 3.0
+    y = np.array([ms] * 10 + [blast] * 10)
+    d = M.fit_decision_bias(z, y, costs)
+    assert d.val_cost_before == pytest.approx(10 * 20 / 20) and d.val_cost_after == 0.0
+    b = np.asarray(d.bias)
+    assert (z + b).argmax(1).tolist() == y.tolist()
+    assert 0.5 <= b[ms] - b[blast] < 2.0  # a tie goes to microseismic, the first class
+    assert [v for i, v in enumerate(b) if i not in (ms, blast)] == [0.0] * (len(CLASSES) - 2)
+    # already right: the smallest bias (none) is kept
+    assert M.fit_decision_bias(z[10:], y[10:], costs).bias == (0.0,) * len(CLASSES)
+
+
+def test_classifier_adds_the_cards_decision_bias(tmp_path):
+    plain = _shipped_with(tmp_path / "a", None)
+    wave = np.random.default_rng(1).standard_normal((3, 3, 4096)).astype(np.float32)
+    x = plain.prepare(wave, 4000.0)
+    bias = [0.0] * len(CLASSES)
+    bias[CLASSES.index("microseismic")] = 50.0  # overwhelms any logit: every window becomes a fracture
+    card_path = tmp_path / "b" / "m" / "model_card.json"
+    shutil.copytree(tmp_path / "a" / "m", tmp_path / "b" / "m")
+    card = json.loads(card_path.read_text())
+    card["decision_bias"] = bias
+    card_path.write_text(json.dumps(card))
+    biased = Classifier(tmp_path / "b" / "m")
+    np.testing.assert_allclose(biased.logits_prepared(x), plain.logits_prepared(x) + np.asarray(bias), atol=1e-5)
+    assert {r.label for r in biased.classify(wave, 4000.0)} == {"microseismic"}
+    card["decision_bias"] = [1.0, 2.0]
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(UserError, match=r"decision_bias.*expected 6 finite numbers"):
+        Classifier(tmp_path / "b" / "m")

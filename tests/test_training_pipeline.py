@@ -125,6 +125,10 @@ def test_artefacts_card_and_hashes(trained):
         assert key in card["metrics"]
     rule = card["open_set"]
     assert rule["score"] == "energy" and rule["reject_fraction"] == 0.05
+    # the decision bias offsets only the configured classes and never raises the validation cost
+    d, bias = card["decision"], card["decision_bias"]
+    assert len(bias) == len(card["classes"]) and d["val_cost_after"] <= d["val_cost_before"]
+    assert all(b == 0.0 for c, b in zip(card["classes"], bias, strict=True) if c not in ("microseismic", "blast"))
     # the threshold rejects 5 % of the known validation windows through the gateway's own classifier
     from edge.gateway.model import is_unknown
     from training.data import generate

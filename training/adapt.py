@@ -232,7 +232,8 @@ def write_adapted(out: Path, base_dir: Path, model, representative: np.ndarray, 
     card = {k: v for k, v in base.items() if k not in ("metrics", "metrics_test_set", "open_set")}
     adaptation = dict(adaptation)
     if labelled is not None and len(labelled[1]):
-        logits = tflite_logits(int8, labelled[0])
+        # the base card's decision bias (the mine's error costs) stays and is part of the logits the gateway reads
+        logits = tflite_logits(int8, labelled[0]) + np.asarray(base.get("decision_bias") or 0.0)
         t = M.fit_temperature(logits, labelled[1])
         reject = base.get("config", {}).get("calibration", {}).get("reject_fraction", 0.01)
         card["temperature"] = t

@@ -118,6 +118,14 @@ DEFAULTS: dict[str, Any] = {
     "calibration": {
         "reject_fraction": 0.01,  # legacy unknown_threshold: share of correct validation windows below it
     },
+    "decision": {  # the card's `decision_bias`: logit offsets that minimise the mine's cost of errors
+        "fit": True,
+        "shift": ["microseismic", "blast"],  # the classes whose logits are offset (the others stay 0)
+        "microseismic_missed": 8.0,  # a rock fracture answered anything else
+        "microseismic_called_blast": 20.0,  # ... answered blast: it leaves the rock-burst catalogue
+        "false_microseismic": 2.0,  # a non-seismic window answered microseismic (a false alarm)
+        "other": 1.0,  # every other error
+    },
     "open_set": {  # the card's `open_set` rule, which the gateway uses to answer `unknown`
         "score": "msp",  # msp, energy, max_logit or mahalanobis (all four are compared in the report)
         "reject_fraction": 0.05,  # share of known validation windows answered `unknown`
@@ -258,6 +266,13 @@ def _check(cfg: dict, where: str) -> None:
     for k in ("polarity", "background", "channel_dropout", "time_shift"):
         if not 0 <= a[k] <= 1:
             raise bad(f"augment.{k}", a[k], "a probability/fraction in 0..1")
+    d = cfg["decision"]
+    for k in ("microseismic_missed", "microseismic_called_blast", "false_microseismic", "other"):
+        if not (isinstance(d[k], int | float) and 0 <= d[k] < 1e6):
+            raise bad(f"decision.{k}", d[k], "a cost >= 0 (every other error costs `other`)")
+    unknown = [c for c in d["shift"] if c not in CLASSES]
+    if unknown or not 1 <= len(d["shift"]) <= 3:
+        raise bad("decision.shift", d["shift"], f"1 to 3 of {', '.join(CLASSES)}")
     o = cfg["open_set"]
     if not 0 < o["reject_fraction"] < 1:
         raise bad("open_set.reject_fraction", o["reject_fraction"], "a share of known windows, 0 < share < 1")

@@ -120,6 +120,65 @@ def unknown_threshold(probs: np.ndarray, y: np.ndarray, reject_fraction: float) 
     return float(np.quantile(conf[correct], reject_fraction))
 
 
+# --------------------------------------------------------------------------- decision costs
+def cost_matrix(costs: dict, classes=CLASSES) -> np.ndarray:
+    """The cost of answering column j for a window of row i: 0 on the diagonal, ``other`` off it, except a
+    microseismic window answered anything else (``microseismic_missed``), answered blast
+    (``microseismic_called_blast``: the fracture leaves the rock-burst catalogue), and a non-seismic window
+    answered microseismic (``false_microseismic``: a false alarm)."""
+    classes = list(classes)
+    ms, blast = classes.index("microseismic"), classes.index("blast")
+    c = np.full((len(classes), len(classes)), float(costs["other"]))
+    c[ms, :] = float(costs["microseismic_missed"])
+    c[ms, blast] = float(costs["microseismic_called_blast"])
+    c[:, ms] = float(costs["false_microseismic"])
+    np.fill_diagonal(c, 0.0)
+    return c
+
+
+@dataclass(frozen=True)
+class DecisionBias:
+    """Per-class offsets added to the logits (the card's ``decision_bias``), chosen on validation windows to
+    minimise the mean cost of ``cost_matrix``; the costs and the validation cost before and after."""
+
+    bias: tuple[float, ...]
+    costs: dict
+    val_cost_before: float
+    val_cost_after: float
+
+    def card(self) -> dict:
+        """The card's ``decision`` entry (the bias itself goes to ``decision_bias``)."""
+        return {"costs": dict(self.costs), "val_cost_before": self.val_cost_before,
+                "val_cost_after": self.val_cost_after,
+                "rule": "argmax of logits + decision_bias; the bias minimises the mean cost of the errors on "
+                        "validation windows"}
+
+
+def fit_decision_bias(logits: np.ndarray, y: np.ndarray, costs: dict, shift: tuple[str, ...] = ("microseismic",
+                      "blast"), span: float = 4.0, step: float = 0.1, classes=CLASSES) -> DecisionBias:
+    """Offsets for the ``shift`` classes (the others stay 0) on a grid of +-``span`` in logit units, minimising
+    the mean validation cost; ties go to the smallest offsets."""
+    classes = list(classes)
+    keep = y >= 0
+    z, y = np.asarray(logits, np.float64)[keep], np.asarray(y)[keep]
+    cmat = cost_matrix(costs, classes)
+    idx = [classes.index(c) for c in shift]
+    grid = np.round(np.arange(-span, span + step / 2, step), 6)
+
+    def mean_cost(b: np.ndarray) -> float:
+        return float(cmat[y, (z + b).argmax(axis=1)].mean())
+
+    zero = np.zeros(len(classes))
+    best, best_cost = zero, mean_cost(zero)
+    for values in np.array(np.meshgrid(*[grid] * len(idx))).reshape(len(idx), -1).T:
+        b = zero.copy()
+        b[idx] = values
+        c = mean_cost(b)
+        if c < best_cost - 1e-12 or (abs(c - best_cost) <= 1e-12 and np.abs(b).sum() < np.abs(best).sum()):
+            best, best_cost = b, c
+    return DecisionBias(tuple(float(v) for v in best), dict(costs), mean_cost(zero), best_cost)
+
+
 # --------------------------------------------------------------------------- open set
 @dataclass(frozen=True)
 class OpenSetRule:

@@ -97,6 +97,7 @@ class Calibration:
     unknown_threshold: float
     open_set: M.OpenSetRule
     candidates: dict[str, M.OpenSetRule]
+    decision: M.DecisionBias | None  # None: the configuration asks for no bias
 
 
 @dataclass(frozen=True)
@@ -391,18 +392,27 @@ def export(cfg: dict, data: Data, pruned: Pruned, rng: np.random.Generator) -> E
 
 
 def calibrate(cfg: dict, data: Data, exported: Exported) -> Calibration:
-    """Temperature (validation NLL), the legacy confidence threshold, and every open-set score's rule
-    with its threshold rejecting the configured share of known validation windows."""
+    """The decision bias (the mine's error costs on validation), then on the biased logits the temperature
+    (validation NLL), the legacy confidence threshold, and every open-set score's rule with its threshold
+    rejecting the configured share of known validation windows."""
     y_val = data.val.y
-    temperature = M.fit_temperature(exported.val_logits, y_val)
-    threshold = M.unknown_threshold(softmax(exported.val_logits, temperature), y_val,
-                                    cfg["calibration"]["reject_fraction"])
+    d = cfg["decision"]
+    decision = None
+    logits = exported.val_logits
+    if d["fit"]:
+        costs = {k: d[k] for k in ("microseismic_missed", "microseismic_called_blast", "false_microseismic", "other")}
+        decision = M.fit_decision_bias(logits, y_val, costs, tuple(d["shift"]))
+        logits = logits + np.asarray(decision.bias)
+        log(f"decision bias {dict(zip(CLASSES, decision.bias, strict=True))}: validation cost "
+            f"{decision.val_cost_before:.4f} -> {decision.val_cost_after:.4f}")
+    temperature = M.fit_temperature(logits, y_val)
+    threshold = M.unknown_threshold(softmax(logits, temperature), y_val, cfg["calibration"]["reject_fraction"])
     o = cfg["open_set"]
     temps = {"msp": temperature, "energy": o["energy_temperature"], "max_logit": 1.0, "mahalanobis": 1.0}
-    candidates = {s: M.fit_open_set(exported.val_logits, y_val, s, o["reject_fraction"], t) for s, t in temps.items()}
+    candidates = {s: M.fit_open_set(logits, y_val, s, o["reject_fraction"], t) for s, t in temps.items()}
     rule = candidates[o["score"]]
     log(f"calibrated: T={temperature:.3f}; open set: {rule.score} novelty > {rule.threshold:.4g} is unknown")
-    return Calibration(temperature, threshold, rule, candidates)
+    return Calibration(temperature, threshold, rule, candidates, decision)
 
 
 def write_model(cfg: dict, data: Data, pruned: Pruned, exported: Exported, calibration: Calibration, out: Path,
@@ -459,6 +469,8 @@ def write_model(cfg: dict, data: Data, pruned: Pruned, exported: Exported, calib
                         f"calibrated top probability < unknown_threshold (the "
                         f"{cfg['calibration']['reject_fraction']:.0%} quantile of correct validation answers)",
         "open_set": calibration.open_set.card(),
+        **({} if calibration.decision is None else {"decision_bias": list(calibration.decision.bias),
+                                                    "decision": calibration.decision.card()}),
         "entropy": "Shannon entropy / log(number of classes)",
         "architecture": {k: cfg["model"][k] for k in ("arch", "filters", "kernels", "strides", "dropout")},
         "parameters": int(pruned.model.count_params()),

@@ -116,6 +116,12 @@ def validate_card(card: dict, where: str) -> dict:
         raise UserError(f"{where}: key 'board_rates_hz' = {rates!r}; expected [LOW, HIGH] in Hz with 0 < LOW <= HIGH")
     if "open_set" in card:
         validate_open_set(card["open_set"], len(classes), f"{where}: key 'open_set'")
+    bias = card.get("decision_bias")
+    if bias is not None and not (isinstance(bias, list) and len(bias) == len(classes)
+                                 and all(isinstance(b, int | float) and not isinstance(b, bool) and np.isfinite(b)
+                                         for b in bias)):
+        raise UserError(f"{where}: key 'decision_bias' = {bias!r}; expected {len(classes)} finite numbers, "
+                        "one per class")
     policy = card.get("channel_policy", "strict")
     if policy not in ("strict", "first", "zero_fill", "any"):
         raise UserError(f"{where}: key 'channel_policy' = {policy!r}; allowed: strict, first, zero_fill, any")
@@ -339,6 +345,9 @@ class Classifier:
         self.temperature = float(self.card["temperature"])
         self.threshold = float(self.card["unknown_threshold"])
         self.open_set: dict | None = self.card.get("open_set")
+        # fitted on validation to the mine's error costs (a rock fracture missed or filed as a blast costs
+        # most); added to the network's logits before everything that reads them
+        self.decision_bias = np.asarray(self.card.get("decision_bias") or [0.0] * len(self.classes), np.float32)
         self.channel_policy = self.card.get("channel_policy", "strict")
         interpreter_cls = load_interpreter_class()
         try:
@@ -374,8 +383,9 @@ class Classifier:
         return preprocess(x, fs, self.params)
 
     def logits_prepared(self, x: np.ndarray) -> np.ndarray:
-        """Dequantized logits (n, classes) of preprocessed windows (n, channels, samples)."""
-        return invoke_logits(self.interpreter, np.transpose(x, (0, 2, 1)), (self._in, self._out))
+        """Logits (n, classes) of preprocessed windows (n, channels, samples): the interpreter's dequantized
+        output plus the card's ``decision_bias``."""
+        return invoke_logits(self.interpreter, np.transpose(x, (0, 2, 1)), (self._in, self._out)) + self.decision_bias
 
     def probabilities(self, waveforms: np.ndarray, fs: float) -> np.ndarray:
         """Calibrated class probabilities (n, classes) of raw windows."""
