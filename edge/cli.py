@@ -8,14 +8,22 @@ gateway's commands never load it (and never load TensorFlow).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
 from collections.abc import Sequence
 
 from edge import package_version
+from edge.argtypes import classes, existing, in_file, instance, number, out_dir, out_file
 from edge.errors import UserError
 from edge.vocabulary import CLASSES
+
+SEED = number(0, 2**32 - 1, integer=True)  # numpy's seed range
+SAMPLES = number(64, 1 << 22, integer=True)  # a window the preprocessing and the model can take
+EVENT_RATE = number(0, 600, unit="per minute")
+PROBABILITY = number(0, 1)
+BOARD_FS = number(1, 1_000_000, unit="Hz")
 
 
 def _parse_range(text: str, name: str) -> tuple[float, float]:
@@ -23,8 +31,8 @@ def _parse_range(text: str, name: str) -> tuple[float, float]:
         lo, hi = (float(x) for x in text.split(":"))
     except ValueError:
         raise UserError(f"{name} = {text!r}; expected LOW:HIGH, e.g. -3:30") from None
-    if not lo <= hi:
-        raise UserError(f"{name} = {text!r}; LOW must not exceed HIGH")
+    if not (math.isfinite(lo) and math.isfinite(hi) and -100 <= lo <= hi <= 200):
+        raise UserError(f"{name} = {text!r}; expected finite LOW <= HIGH within -100..200 dB")
     return lo, hi
 
 
@@ -81,10 +89,10 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     dsub = p.add_subparsers(dest="dataset_cmd", required=True, metavar="{generate,import,gallery}")
 
     g = dsub.add_parser("generate", help="write the synthetic benchmark (windows, or a stream with --stream)")
-    g.add_argument("--out", required=True, help="output directory (windows); for --stream an .npz file, "
+    g.add_argument("--out", required=True, type=out_dir, help="output directory (windows); for --stream an .npz file, "
                    "or a directory that gets stream.npz")
-    g.add_argument("--count", type=int, help="number of windows")
-    g.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same bytes")
+    g.add_argument("--count", type=number(1, 10_000_000, integer=True), help="number of windows")
+    g.add_argument("--seed", type=SEED, default=0, help="random seed; the same seed gives the same bytes")
     g.add_argument("--sites", help="comma-separated site profiles, or 'train', 'heldout', 'all' (default train); "
                    "'wide' / 'wide-heldout': every window draws its own recording chain (training / held-out region)")
     g.add_argument("--site", help="site profile of a --stream file, or 'wide' / 'wide-heldout' for one drawn "
@@ -93,14 +101,17 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
                    "low: boards at 250-1000 Hz, ML -1..2 up to 8 km (default high)")
     g.add_argument("--mechanisms", default="train", help="source mechanisms drawn: train, heldout "
                    "(only the held-out ones) or all (default train)")
-    g.add_argument("--fs", type=float, help="sampling rate in Hz (default: the regime's, 4000 high, 500 low)")
+    g.add_argument("--fs", type=number(100, 100_000, unit="Hz"),
+                   help="sampling rate in Hz (default: the regime's, 4000 high, 500 low)")
     g.add_argument("--channels", type=int, default=3, choices=(1, 3), help="3 = triaxial (Z,N,E), 1 = uniaxial")
-    g.add_argument("--samples", type=int, help="samples per window (default: the regime's, 4096)")
-    g.add_argument("--classes", help=f"comma-separated families (default: {','.join(CLASSES)})")
+    g.add_argument("--samples", type=SAMPLES, help="samples per window (default: the regime's, 4096)")
+    g.add_argument("--classes", type=classes, help=f"comma-separated families (default: {','.join(CLASSES)})")
     g.add_argument("--snr-db", default="-3:30", help="SNR range LOW:HIGH in dB, drawn uniformly (default -3:30)")
-    g.add_argument("--shard-size", type=int, default=1000, help="windows per shard file (default 1000)")
-    g.add_argument("--stream", type=float, metavar="SECONDS", help="write a continuous stream of this length")
-    g.add_argument("--events-per-min", type=float, default=6.0, help="event rate of a --stream (default 6)")
+    g.add_argument("--shard-size", type=number(1, 1_000_000, integer=True), default=1000,
+                   help="windows per shard file (default 1000)")
+    g.add_argument("--stream", type=number(0, 3600, lo_open=True, unit="seconds"), metavar="SECONDS",
+                   help="write a continuous stream of this length")
+    g.add_argument("--events-per-min", type=EVENT_RATE, default=6.0, help="event rate of a --stream (default 6)")
     g.add_argument("--quiet", action="store_true", help="no progress output")
     g.set_defaults(func=_cmd_dataset_generate)
 
@@ -108,25 +119,30 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
                          "(miniSEED, SAC, CSV, stream .npz)")
     im.add_argument("records", nargs="*", metavar="RECORD",
                     help="record files or directories (default: the labels' 'file' column)")
-    im.add_argument("--labels", required=True, help="CSV: file or station, start_time (onset), label[, site]")
-    im.add_argument("--out", required=True, help="output dataset directory (new or empty)")
-    im.add_argument("--fs", type=float, default=4000.0, help="window sampling rate in Hz (default 4000)")
-    im.add_argument("--samples", type=int, default=4096, help="samples per window (default 4096)")
-    im.add_argument("--pre", type=float, default=0.256, help="seconds before the onset (default 0.256)")
+    im.add_argument("--labels", required=True, type=in_file,
+                    help="CSV: file or station, start_time (onset), label[, site]")
+    im.add_argument("--out", required=True, type=out_dir, help="output dataset directory (new or empty)")
+    im.add_argument("--fs", type=number(1, 1_000_000, unit="Hz"), default=4000.0,
+                    help="window sampling rate in Hz (default 4000)")
+    im.add_argument("--samples", type=SAMPLES, default=4096, help="samples per window (default 4096)")
+    im.add_argument("--pre", type=number(0, 3600, unit="seconds"), default=0.256,
+                    help="seconds before the onset (default 0.256)")
     im.add_argument("--channels", type=int, default=3, choices=(1, 3), help="3 = Z,N,E; 1 = Z only")
     im.add_argument("--units", default="counts", help="units of the record values, noted in the manifest "
                     "(default counts)")
     im.add_argument("--site", help="site name for rows without a 'site' column value")
     im.add_argument("--strict", action="store_true",
                     help="fail on a row whose window does not fit its record (default: skip, warn)")
-    im.add_argument("--shard-size", type=int, default=1000, help="windows per shard file (default 1000)")
+    im.add_argument("--shard-size", type=number(1, 1_000_000, integer=True), default=1000,
+                    help="windows per shard file (default 1000)")
     im.set_defaults(func=_cmd_dataset_import)
 
     ga = dsub.add_parser("gallery", help="plot one waveform and spectrogram per class (PNG)")
     ga.add_argument("data", metavar="DATA", help="window dataset (.npz file or sharded directory)")
-    ga.add_argument("--out", required=True, help="output .png file")
-    ga.add_argument("--seed", type=int, help="pick a random window per class (default: the median-SNR one)")
-    ga.add_argument("--onset", type=float, help="onset time in the window in seconds, drawn as a line "
+    ga.add_argument("--out", required=True, type=out_file, help="output .png file")
+    ga.add_argument("--seed", type=SEED, help="pick a random window per class (default: the median-SNR one)")
+    ga.add_argument("--onset", type=number(0, 3600, unit="seconds"),
+                    help="onset time in the window in seconds, drawn as a line "
                     "(default: the manifest's onset_s)")
     ga.set_defaults(func=_cmd_dataset_gallery)
 
@@ -181,6 +197,9 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
     clf = Classifier(args.model)
     for wav, fs in iter_unlabelled(args.windows):
+        refusal = clf.window_refusal(wav.shape[-1], fs)
+        if refusal is not None:
+            raise UserError(f"{args.windows}: {refusal}")
         for start in range(0, len(wav), 256):
             for fields in clf.classify(wav[start:start + 256], fs):
                 print(json.dumps(fields.as_fields(), sort_keys=False))
@@ -189,27 +208,34 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
 def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train, prune, quantize, convert, evaluate; write model, card and report")
-    t.add_argument("--config", help="training config (TOML), e.g. training/configs/triaxial.toml")
-    t.add_argument("--out", required=True, help="output model directory")
-    t.add_argument("--init", help="fine-tune this trained model directory (transfer learning)")
-    t.add_argument("--data", help="the mine's own labelled windows (file or dataset directory); with --init, "
+    t.add_argument("--config", type=in_file, help="training config (TOML), e.g. training/configs/triaxial.toml")
+    t.add_argument("--out", required=True, type=out_dir, help="output model directory")
+    t.add_argument("--init", type=existing, help="fine-tune this trained model directory (transfer learning)")
+    t.add_argument("--data", type=existing,
+                   help="the mine's own labelled windows (file or dataset directory); with --init, "
                    "fine-tunes by the [finetune] recipe")
-    t.add_argument("--adapt-unlabelled", metavar="DIR", help="with --init: adapt to the mine without labels "
+    t.add_argument("--adapt-unlabelled", metavar="DIR", type=existing,
+                   help="with --init: adapt to the mine without labels "
                    "(BatchNorm statistics re-estimated on these windows, int8 re-exported with them)")
-    t.add_argument("--seeds", type=int, help="repeat the fit with this many seeds for mean/spread in the report "
+    t.add_argument("--seeds", type=number(1, 100, integer=True),
+                   help="repeat the fit with this many seeds for mean/spread in the report "
                    "(overrides report.seeds)")
     t.add_argument("--allow-missed", action="store_true",
                    help="exit 0 even when a target of the config's [targets] is missed (default: exit 3)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="metrics of a model on a labelled window dataset")
-    e.add_argument("--model", required=True, help="model directory (or its .tflite next to model_card.json)")
-    e.add_argument("--data", required=True, help="window dataset (.npz file or directory with manifest.json)")
-    e.add_argument("--out", help="write the report here (JSON; a confusion-matrix PNG is written beside it)")
+    e.add_argument("--model", required=True, type=existing,
+                   help="model directory (or its .tflite next to model_card.json)")
+    e.add_argument("--data", required=True, type=existing,
+                   help="window dataset (.npz file or directory with manifest.json)")
+    e.add_argument("--out", type=out_file,
+                   help="write the report here (JSON; a confusion-matrix PNG is written beside it)")
     e.set_defaults(func=_cmd_evaluate)
 
     c = sub.add_parser("classify", help="classify windows: one JSON line per window")
-    c.add_argument("--model", required=True, help="model directory (or its .tflite next to model_card.json)")
+    c.add_argument("--model", required=True, type=existing,
+                   help="model directory (or its .tflite next to model_card.json)")
     c.add_argument("windows", help="window file (.npz) or dataset directory; labels are not needed")
     c.set_defaults(func=_cmd_classify)
 
@@ -257,35 +283,45 @@ def _add_board(sub: argparse._SubParsersAction) -> None:
     bsub = p.add_subparsers(dest="board_cmd", required=True, metavar="{simulate}")
     s = bsub.add_parser("simulate", help="stream synthetic board frames to a pseudo-terminal, port or file")
     s.add_argument("--port", help="serial device or pyserial URL to write to (default: create a pty, print its path)")
-    s.add_argument("--link", help="with the default pty: a symlink to it that survives simulated reconnects")
-    s.add_argument("--out", help="write the byte stream to this file instead (for replay)")
-    s.add_argument("--fs", type=float, default=10000.0, help="sampling rate in Hz (default 10000)")
+    s.add_argument("--link", type=out_file,
+                   help="with the default pty: a symlink to it that survives simulated reconnects")
+    s.add_argument("--out", type=out_file, help="write the byte stream to this file instead (for replay)")
+    s.add_argument("--fs", type=number(50, 100_000, unit="Hz"), default=10000.0,
+                   help="sampling rate in Hz (default 10000)")
     s.add_argument("--channels", type=int, default=3, choices=(1, 3), help="3 = triaxial, 1 = uniaxial")
     s.add_argument("--format", default="int24", choices=("int16", "int24", "int32", "float32"),
                    help="sample format (default int24)")
-    s.add_argument("--frame-samples", type=int, help="samples per frame (default: 10 ms worth)")
-    s.add_argument("--counts-per-unit", type=float, help="ADC counts per physical unit (default: noise ~10 counts)")
-    s.add_argument("--speed", type=float, default=1.0, help="multiple of real time; 0 = as fast as possible")
-    s.add_argument("--seconds", type=float, help="stream length (default: until interrupted)")
-    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--frame-samples", type=number(1, 65535, integer=True),
+                   help="samples per frame (default: 10 ms worth)")
+    s.add_argument("--counts-per-unit", type=number(0, 1e18, lo_open=True),
+                   help="ADC counts per physical unit (default: noise ~10 counts)")
+    s.add_argument("--speed", type=number(0, 10_000), default=1.0,
+                   help="multiple of real time; 0 = as fast as possible")
+    s.add_argument("--seconds", type=number(0, 1e7, lo_open=True, unit="seconds"),
+                   help="stream length (default: until interrupted)")
+    s.add_argument("--seed", type=SEED, default=0, help="random seed")
     s.add_argument("--site", help="site profile of the synthetic background (default: the first training site)")
-    s.add_argument("--classes", help=f"comma-separated event families (default: {','.join(CLASSES)})")
+    s.add_argument("--classes", type=classes, help=f"comma-separated event families (default: {','.join(CLASSES)})")
     s.add_argument("--snr-db", default="-3:30", help="event SNR range LOW:HIGH in dB (default -3:30)")
-    s.add_argument("--events-per-min", type=float, default=6.0, help="event rate (default 6)")
-    s.add_argument("--truth", help="append the injected events here (JSONL: sample, time, label, snr_db)")
-    s.add_argument("--board-id", type=int, default=1, help="board id in the frames (default 1)")
+    s.add_argument("--events-per-min", type=EVENT_RATE, default=6.0, help="event rate (default 6)")
+    s.add_argument("--truth", type=out_file,
+                   help="append the injected events here (JSONL: sample, time, label, snr_db)")
+    s.add_argument("--board-id", type=number(0, 65535, integer=True), default=1,
+                   help="board id in the frames (default 1)")
     s.add_argument("--timestamps", action="store_true", help="stamp frames with UTC as a GPS-disciplined board")
     s.add_argument("--text", action="store_true", help="plain text mode: one line of samples per instant")
     f = s.add_argument_group("line faults")
-    f.add_argument("--bit-error-rate", type=float, default=0.0, help="per bit, e.g. 1e-4")
-    f.add_argument("--drop-rate", type=float, default=0.0, help="dropped bytes, per byte, e.g. 1e-3")
-    f.add_argument("--insert-rate", type=float, default=0.0, help="inserted bytes, per byte")
-    f.add_argument("--garbage-rate", type=float, default=0.0, help="garbage bursts between frames, per frame")
-    f.add_argument("--duplicate-rate", type=float, default=0.0, help="frames sent twice, per frame")
-    f.add_argument("--stalls-per-min", type=float, default=0.0, help="pauses in sending (data is kept)")
-    f.add_argument("--stall-seconds", type=float, default=0.5, help="length of a stall (default 0.5)")
-    f.add_argument("--disconnects-per-min", type=float, default=0.0, help="simulated USB unplugs (data is lost)")
-    f.add_argument("--disconnect-seconds", type=float, default=2.0, help="time unplugged (default 2)")
+    f.add_argument("--bit-error-rate", type=PROBABILITY, default=0.0, help="per bit, e.g. 1e-4")
+    f.add_argument("--drop-rate", type=PROBABILITY, default=0.0, help="dropped bytes, per byte, e.g. 1e-3")
+    f.add_argument("--insert-rate", type=PROBABILITY, default=0.0, help="inserted bytes, per byte")
+    f.add_argument("--garbage-rate", type=PROBABILITY, default=0.0, help="garbage bursts between frames, per frame")
+    f.add_argument("--duplicate-rate", type=PROBABILITY, default=0.0, help="frames sent twice, per frame")
+    f.add_argument("--stalls-per-min", type=EVENT_RATE, default=0.0, help="pauses in sending (data is kept)")
+    f.add_argument("--stall-seconds", type=number(0, 3600, unit="seconds"), default=0.5,
+                   help="length of a stall (default 0.5)")
+    f.add_argument("--disconnects-per-min", type=EVENT_RATE, default=0.0, help="simulated USB unplugs (data is lost)")
+    f.add_argument("--disconnect-seconds", type=number(0, 3600, unit="seconds"), default=2.0,
+                   help="time unplugged (default 2)")
     s.set_defaults(func=_cmd_board_simulate)
 
 
@@ -328,16 +364,20 @@ def _add_gateway(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="the daemon's pipeline over a recorded stream file, without serial or MQTT")
     p.add_argument("--config", required=True, help="daemon configuration (TOML): [node], [model], [trigger] apply")
     p.add_argument("stream", metavar="STREAM.npz", help="continuous stream file (docs/data-formats.md)")
-    p.add_argument("--events-out", help="write each event message, as it would be published, to this JSONL file")
-    p.add_argument("--block-s", type=float, default=0.1, help="seconds per block fed to the pipeline (default 0.1)")
+    p.add_argument("--events-out", type=out_file,
+                   help="write each event message, as it would be published, to this JSONL file")
+    p.add_argument("--block-s", type=number(0, 3600, lo_open=True, unit="seconds"), default=0.1,
+                   help="seconds per block fed to the pipeline (default 0.1)")
     p.set_defaults(func=_cmd_replay)
 
     d = sub.add_parser("demo", help="simulated board -> daemon -> local MQTT broker -> live table, scored")
-    d.add_argument("--seconds", type=float, default=60.0, help="how long to run (default 60; Ctrl-C ends early)")
-    d.add_argument("--model", default=None, help="model directory (default: the shipped triaxial model)")
+    d.add_argument("--seconds", type=number(0, 86_400, lo_open=True, unit="seconds"), default=60.0,
+                   help="how long to run (default 60; Ctrl-C ends early)")
+    d.add_argument("--model", default=None, type=existing, help="model directory (default: the shipped triaxial model)")
     d.add_argument("--site", default="za-deep-gold", help="synthetic site profile of the simulated board")
-    d.add_argument("--seed", type=int, default=1, help="seed of the simulated signal")
-    d.add_argument("--events-per-min", type=float, default=12.0, help="injected event rate (default 12)")
+    d.add_argument("--seed", type=SEED, default=1, help="seed of the simulated signal")
+    d.add_argument("--events-per-min", type=number(0, 600, lo_open=True), default=12.0,
+                   help="injected event rate (default 12)")
     d.set_defaults(func=_cmd_demo)
 
 
@@ -364,6 +404,10 @@ def _cmd_install(args: argparse.Namespace) -> int:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     from edge.field.doctor import CHECKS, doctor
 
+    for option, names in (("--only", _csv(args.only)), ("--skip", _csv(args.skip))):
+        unknown = [n for n in names or [] if n not in CHECKS]
+        if unknown:
+            raise UserError(f"doctor {option} {unknown[0]!r}: no such check; allowed: {', '.join(CHECKS)}")
     only = tuple(_csv(args.only) or CHECKS)
     only = tuple(c for c in only if c not in (_csv(args.skip) or []))
     text, code = doctor(args.config, only, as_json=args.json, serial_seconds=args.serial_seconds,
@@ -474,7 +518,7 @@ def _add_field(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--site", help="mine site id")
     i.add_argument("--node", help="this gateway's node id")
     i.add_argument("--serial-port", help="the ADC board's serial device (e.g. /dev/serial/by-id/usb-...)")
-    i.add_argument("--baudrate", type=int, help="serial baud rate (default 921600)")
+    i.add_argument("--baudrate", type=number(300, 20_000_000, integer=True), help="serial baud rate (default 921600)")
     i.add_argument("--text-mode", action="store_true", help="the board sends text lines (prototype boards)")
     i.add_argument("--broker", help="MQTT broker HOST[:PORT]")
     i.add_argument("--tls", action="store_true", help="connect to the broker over TLS (needs --ca-file)")
@@ -483,24 +527,27 @@ def _add_field(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--key-file", help="client key (copied to /etc/stopewatch/tls)")
     i.add_argument("--username", help="MQTT user name")
     i.add_argument("--password-file", help="file holding the MQTT password (copied to /etc/stopewatch)")
-    i.add_argument("--board-fs", type=float, help="the board's sampling rate in Hz (checked against models)")
+    i.add_argument("--board-fs", type=BOARD_FS, help="the board's sampling rate in Hz (checked against models)")
     i.add_argument("--board-channels", type=int, choices=(1, 3), help="the board's channels (1 or 3)")
     i.add_argument("--model", help="model to install (default: the shipped one for the board's channels)")
     i.add_argument("--force", action="store_true", help="install the model even if it does not fit the board")
-    i.add_argument("--instance", help="a second board on this gateway: stopewatch@NAME with /etc/stopewatch/NAME.toml")
+    i.add_argument("--instance", type=instance,
+                   help="a second board on this gateway: stopewatch@NAME with /etc/stopewatch/NAME.toml")
     i.add_argument("--prefix", help="the venv holding stopewatch, for ExecStart (default: this one)")
     i.add_argument("--no-start", action="store_true", help="enable the service but do not (re)start it")
     i.add_argument("--yes", action="store_true", help="never ask: take flags, the existing config, then defaults")
     i.add_argument("--dry-run", action="store_true", help="print every step without doing any")
-    i.add_argument("--root", help="install into this staging root instead of / (nothing is started)")
+    i.add_argument("--root", type=out_dir, help="install into this staging root instead of / (nothing is started)")
     i.set_defaults(func=_cmd_install)
 
     d = sub.add_parser("doctor", help="check config, board, model, broker, clock, disk, service; say how to fix")
     d.add_argument("--config", default=conf, help=f"daemon configuration (default {conf})")
     d.add_argument("--only", help="comma-separated checks to run (config,serial,model,broker,clock,disk,service)")
     d.add_argument("--skip", help="comma-separated checks to leave out")
-    d.add_argument("--serial-seconds", type=float, default=3.0, help="how long to read the board (default 3)")
-    d.add_argument("--broker-timeout", type=float, default=5.0, help="seconds to wait for the broker (default 5)")
+    d.add_argument("--serial-seconds", type=number(0, 3600, lo_open=True, unit="seconds"), default=3.0,
+                   help="how long to read the board (default 3)")
+    d.add_argument("--broker-timeout", type=number(0, 600, lo_open=True, unit="seconds"), default=5.0,
+                   help="seconds to wait for the broker (default 5)")
     d.add_argument("--unit", help="systemd unit to ask about (default: from the config file name)")
     d.add_argument("--json", action="store_true", help="print the results as JSON")
     d.set_defaults(func=_cmd_doctor)
@@ -510,17 +557,19 @@ def _add_field(sub: argparse._SubParsersAction) -> None:
 
     def common(p: argparse.ArgumentParser, reload: bool = False) -> None:
         p.add_argument("--config", default=conf, help=f"daemon configuration (default {conf})")
-        p.add_argument("--root", help="operate on a staging root instead of /")
+        p.add_argument("--root", type=out_dir, help="operate on a staging root instead of /")
         if reload:
             p.add_argument("--unit", help="systemd unit to reload (default: from the config file name)")
-            p.add_argument("--pid", type=int, help="send SIGHUP to this daemon process instead of systemctl reload")
+            p.add_argument("--pid", type=number(1, 2**22, integer=True),
+                           help="send SIGHUP to this daemon process instead of systemctl reload")
             p.add_argument("--no-reload", action="store_true", help="do not ask the running daemon to reload")
 
     mi = msub.add_parser("install", help="verify a model (sha256, fit to the board) and make it current")
     mi.add_argument("source", help="model directory, its model.tflite, or a .tar.gz/.zip holding both files")
-    mi.add_argument("--board-fs", type=float, help="the board's rate in Hz (default: as measured by doctor)")
+    mi.add_argument("--board-fs", type=BOARD_FS, help="the board's rate in Hz (default: as measured by doctor)")
     mi.add_argument("--board-channels", type=int, choices=(1, 3), help="the board's channels")
-    mi.add_argument("--force", action="store_true", help="install even if the card does not fit the board")
+    mi.add_argument("--force", action="store_true",
+                    help="install even if the card does not fit the board or fails the self-test (recorded)")
     common(mi, reload=True)
     mi.set_defaults(func=_cmd_model_install)
     ml = msub.add_parser("list", help="installed models; which is current and previous")
@@ -548,7 +597,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(sub)
     _add_board(sub)
     _add_field(sub)
+    _defer_path_checks(parser)
     return parser
+
+
+PATH_CHECKS = (out_dir, out_file, in_file, existing)
+
+
+def _defer_path_checks(parser: argparse.ArgumentParser) -> None:
+    """Take the path checks (files that must exist, directories to write into) out of parsing and keep them
+    in the namespace as ``_path_checks``: the parser stays free of I/O (a documented example parses on any
+    machine), and :func:`main` runs them before the command does any work."""
+    checks = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in {id(p): p for p in action.choices.values()}.values():
+                _defer_path_checks(sub)
+        elif action.type in PATH_CHECKS:
+            checks[action.dest] = (action.option_strings[0] if action.option_strings else action.dest, action.type)
+            action.type = None
+    if checks:
+        parser.set_defaults(_path_checks=checks)
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    for dest, (option, check) in (getattr(args, "_path_checks", None) or {}).items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            try:
+                check(value)
+            except argparse.ArgumentTypeError as exc:
+                raise UserError(f"argument {option}: {exc}") from None
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:
@@ -566,6 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run a subcommand; user errors become one line on stderr and exit code 2."""
     args = build_parser().parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     try:
+        _check_paths(args)
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"stopewatch: error: {exc}", file=sys.stderr)
@@ -576,6 +656,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `stopewatch classify ... | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
+    except OSError as exc:  # the machine refused (disk full, permissions, /proc): one line naming the file
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"stopewatch: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from firmware_bridge.clock import parse_utc
 MANIFEST = "manifest.json"
 WINDOWS_FORMAT = "stopewatch.windows/1"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+MIN_FS, MAX_FS = 1.0, 1e6  # sampling rates a file may state: from a slow tiltmeter to a fast ADC
 
 
 @dataclass
@@ -118,8 +119,8 @@ def _as_fs(arr: np.ndarray, path: Path) -> float:
         fs = float(np.asarray(arr).reshape(()))
     except (TypeError, ValueError):
         raise UserError(f"{path}: key 'fs' = {arr!r}; expected one positive number (Hz)") from None
-    if not np.isfinite(fs) or fs <= 0:
-        raise UserError(f"{path}: key 'fs' = {fs}; expected a positive sampling rate in Hz")
+    if not (np.isfinite(fs) and MIN_FS <= fs <= MAX_FS):
+        raise UserError(f"{path}: key 'fs' = {fs:g}; expected a sampling rate from {MIN_FS:g} to {MAX_FS:g} Hz")
     return fs
 
 
@@ -138,11 +139,22 @@ def check_time(value: str, where: str) -> str:
     return str(value)
 
 
+def _check_waveforms(wav: np.ndarray, path: Path, key: str = "waveforms") -> None:
+    """Float (n, channels, samples) with at least one sample, every value finite (NaN or inf would reach
+    the filters, which refuse them, or the model, which answers confidently about them)."""
+    if wav.ndim != 3 or wav.dtype.kind != "f" or 0 in wav.shape[1:]:
+        raise UserError(f"{path}: key '{key}' has shape {wav.shape} dtype {wav.dtype}; "
+                        "expected float (n, channels, samples) with channels and samples >= 1")
+    bad = ~np.isfinite(wav)
+    if bad.any():
+        first = int(np.flatnonzero(bad.any(axis=(1, 2)))[0])
+        raise UserError(f"{path}: key '{key}' holds {int(bad.sum())} NaN or infinite value(s), the first in "
+                        f"window {first}; refused (repair or drop those windows)")
+
+
 def _parse_windows(z: Mapping[str, np.ndarray], path: Path, vocabulary: tuple[str, ...] | None) -> WindowSet:
     wav = _require(z, path, "waveforms", "float32 (n, channels, samples)")
-    if wav.ndim != 3 or wav.dtype.kind != "f":
-        raise UserError(f"{path}: key 'waveforms' has shape {wav.shape} dtype {wav.dtype}; "
-                        "expected float (n, channels, samples)")
+    _check_waveforms(wav, path)
     n = wav.shape[0]
     labels = _as_str(_require(z, path, "labels", "class names (n,)"), path, "labels", n)
     if vocabulary is not None:
@@ -299,7 +311,5 @@ def iter_unlabelled(path: str | os.PathLike) -> Iterator[tuple[np.ndarray, float
         if "waveforms" not in z or "fs" not in z:
             raise UserError(f"{f}: needs keys 'waveforms' (n, channels, samples) and 'fs'; has {sorted(z)}")
         wav = z["waveforms"]
-        if wav.ndim != 3 or wav.dtype.kind != "f":
-            raise UserError(f"{f}: key 'waveforms' has shape {wav.shape} dtype {wav.dtype}; "
-                            "expected float (n, channels, samples)")
+        _check_waveforms(wav, f)
         yield wav, _as_fs(z["fs"], f)

@@ -97,3 +97,33 @@ def test_relative_paths_name_what_is_beside_the_config_file(tmp_path):
     assert cfg.outbox.path == "/abs/o.sqlite"
     path.write_text('[model]\npath = "models/triaxial"\n')  # nothing of that name beside it: as written (cwd)
     assert load_config(path).model.path == "models/triaxial"
+
+
+@pytest.mark.parametrize("level", ["warning", "info"])
+def test_the_log_level_is_set_in_the_config(tmp_path, level):
+    """The real daemon (no board, no broker: its first WARNING says the broker is unreachable) logs INFO
+    lines only at ``log.level = "info"``."""
+    import os
+    import threading
+    import time
+
+    from field_support import shipped_model, write_config
+
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "state", model={"path": str(shipped_model())},
+                       board={"port": str(tmp_path / "no-board")}, mqtt={"host": "127.0.0.1", "port": 9},
+                       log={"level": level})
+    env = {k: v for k, v in os.environ.items() if k != "STOPEWATCH_LOG"}
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)], env=env,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 90
+        while not any(ln.startswith("WARNING") and "unreachable" in ln for ln in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode == 0
+    assert any(ln.startswith("INFO") for ln in lines) == (level == "info"), "".join(lines)

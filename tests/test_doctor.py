@@ -202,3 +202,41 @@ def test_clock_and_service_say_unknown_rather_than_fail():
     assert check_service("stopewatch.service", "failed").status == FAIL
     assert "journalctl -u stopewatch.service" in check_service("stopewatch.service", "failed").fix
     assert check_service("stopewatch.service", "inactive").status == WARN
+
+
+@pytest.mark.parametrize("key", ["password_file", "key_file"])
+def test_config_warns_on_a_secret_others_can_read(tmp_path, key):
+    secret = tmp_path / "secret"
+    mqtt = {"username": "gw", "password_file": str(secret)} if key == "password_file" else {}
+    if key == "key_file":
+        if shutil.which("openssl") is None:
+            pytest.skip("openssl CLI not installed (needed to make test certificates)")
+        from test_mqtt_publisher import make_certificates
+
+        certs = make_certificates(tmp_path / "pki")
+        shutil.copyfile(certs["client.key"], secret)
+        mqtt = {"tls": True, "ca_file": certs["ca.crt"], "cert_file": certs["client.crt"], "key_file": str(secret)}
+    else:
+        secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    cfg, _ = gateway(tmp_path, "/dev/null", 9, mqtt=mqtt)
+    r = run(cfg, only=("config",))[0]
+    assert r.status == WARN and f"mqtt.{key} {secret}" in r.detail and "0644" in r.detail
+    assert f"chmod 600 {secret}" in r.fix
+    secret.chmod(0o600)
+    assert run(cfg, only=("config",))[0].status == PASS
+
+
+def test_config_fails_on_a_plaintext_password(tmp_path):
+    cfg, _ = gateway(tmp_path, "/dev/null", 9, mqtt={"username": "gw", "password": "s3cret"})
+    r = run(cfg, only=("config",))[0]
+    assert r.status == FAIL and "mqtt.password" in r.detail and "password_file" in r.detail
+    assert "s3cret" not in r.detail  # the secret itself is never echoed
+
+
+def test_model_whose_card_hash_is_wrong_fails(tmp_path):
+    bad = model_variant(shipped_model(), tmp_path / "bad", sha256="0" * 64)
+    cfg = write_config(tmp_path / "stopewatch.toml", tmp_path / "state", model={"path": str(bad)},
+                       board={"port": "/dev/null"}, mqtt={"host": "127.0.0.1", "port": 9})
+    r = run(cfg, only=("model",))[0]
+    assert r.status == FAIL and "sha256" in r.detail and "does not match" in r.detail

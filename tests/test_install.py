@@ -89,12 +89,17 @@ def test_bad_answer_stops_before_any_change(tmp_path, capsys):
 
 
 def test_tls_files_are_copied_where_the_service_can_read_them(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed (needed to make test certificates)")
+    from test_mqtt_publisher import make_certificates
+
     model = shipped_model()
     root = tmp_path / "root"
+    certs = make_certificates(tmp_path / "pki")  # real PEM files: the config check loads them as TLS will
     home = tmp_path / "home"
     home.mkdir()
-    for name in ("ca.crt", "gw.crt", "gw.key"):
-        (home / name).write_text(f"-----BEGIN {name}-----\n")
+    for name, src in (("ca.crt", "ca.crt"), ("gw.crt", "client.crt"), ("gw.key", "client.key")):
+        shutil.copyfile(certs[src], home / name)
     (home / "pw").write_text("s3cret\n")
     assert install(root, *args(model), "--tls", "--ca-file", str(home / "ca.crt"), "--cert-file",
                    str(home / "gw.crt"), "--key-file", str(home / "gw.key"), "--username", "gw",
@@ -103,7 +108,11 @@ def test_tls_files_are_copied_where_the_service_can_read_them(tmp_path):
     assert data["mqtt"]["ca_file"] == "/etc/stopewatch/tls/ca.crt"
     assert data["mqtt"]["password_file"] == "/etc/stopewatch/stopewatch.password"
     key = root / "etc/stopewatch/tls/gw.key"
-    assert key.read_text() == "-----BEGIN gw.key-----\n" and oct(key.stat().st_mode & 0o777) == "0o640"
+    # The private key and the password: the daemon's user alone (doctor warns on group/other read bits).
+    assert key.read_bytes() == (home / "gw.key").read_bytes() and oct(key.stat().st_mode & 0o777) == "0o600"
+    password = root / "etc/stopewatch/stopewatch.password"
+    assert oct(password.stat().st_mode & 0o777) == "0o600"
+    assert oct((root / "etc/stopewatch/tls/ca.crt").stat().st_mode & 0o777) == "0o640"
 
 
 def test_second_board_gets_a_template_instance(tmp_path):

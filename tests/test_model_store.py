@@ -184,3 +184,65 @@ def test_a_card_with_classes_outside_the_vocabulary_is_refused(model, tmp_path):
     odd = model_variant(model, tmp_path / "odd", classes=[*classes[:-1], "rockburst"])
     with pytest.raises(UserError, match="rockburst.*not in the vocabulary"):
         Classifier(odd)
+
+
+def _selftest_failing(model: Path, dst: Path) -> Path:
+    """The shipped weights under a card whose class order is reversed: valid, loadable, and wrong."""
+    card = Classifier(model).card
+    return model_variant(model, dst, version="9.9.9", classes=list(reversed(card["classes"])))
+
+
+def test_a_model_failing_the_selftest_is_refused(tmp_path, model):
+    store = ModelStore(tmp_path / "models")
+    store.install(model)
+    before = os.readlink(store.current)
+    with pytest.raises(UserError, match=r"fails the self-test, \d/\d built-in windows right .*--force"):
+        store.install(_selftest_failing(model, tmp_path / "wrong"))
+    assert os.readlink(store.current) == before
+
+
+def test_force_installs_it_and_records_why_in_the_card_and_the_journal(tmp_path, model, monkeypatch):
+    """The override reaches the journal through a real syslog datagram socket (here the test's own)."""
+    import socket
+
+    sock_path = tmp_path / "journal.sock"
+    journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journal.bind(str(sock_path))
+    journal.settimeout(10)
+    monkeypatch.setenv("STOPEWATCH_JOURNAL_SOCKET", str(sock_path))
+    store = ModelStore(tmp_path / "models")
+    r = store.install(_selftest_failing(model, tmp_path / "wrong"), force=True)
+    assert r.changed and any(w.startswith("forced: self-test") for w in r.warnings)
+    installed = json.loads((store.current / "model_card.json").read_text())["installed"]
+    assert installed["forced"] and installed["forced"][0].startswith("self-test")
+    line = journal.recv(4096).decode()
+    journal.close()
+    assert line.startswith("<12>stopewatch-model: model install --force") and "self-test" in line  # user.warning
+
+
+def test_journal_says_false_where_there_is_none(tmp_path):
+    from edge.field.model_store import journal
+
+    assert journal("nobody listens", address=str(tmp_path / "no-socket")) is False
+
+
+def test_a_card_whose_files_entry_disagrees_with_its_sha256_is_refused(tmp_path, model):
+    """The card's sha256 is what events and status name: it must be the file's, whatever ``files`` says."""
+    good = sha256_file(model / "model.tflite")
+    lying = model_variant(model, tmp_path / "lying", sha256="0" * 64, files={"model.tflite": good})
+    with pytest.raises(UserError, match="sha256"):
+        Classifier(lying)
+    with pytest.raises(UserError, match="sha256"):
+        ModelStore(tmp_path / "models").install(lying)
+    stale = model_variant(model, tmp_path / "stale", files={"model.tflite": "1" * 64})
+    with pytest.raises(UserError, match=r"files\.model\.tflite"):
+        Classifier(stale)
+
+
+def test_cli_force_prints_the_override(tmp_path, model, capsys):
+    cfg = write_config(tmp_path / "c.toml", tmp_path / "state")
+    wrong = _selftest_failing(model, tmp_path / "wrong")
+    assert main(["model", "install", str(wrong), "--config", str(cfg), "--no-reload"]) == 2
+    assert "self-test" in capsys.readouterr().err
+    assert main(["model", "install", str(wrong), "--config", str(cfg), "--no-reload", "--force"]) == 0
+    assert "warning: forced: self-test" in capsys.readouterr().out

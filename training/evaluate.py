@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.errors import UserError
 from edge.formats import WindowSet, read_windows
 from edge.gateway.model import Classifier
 from training import metrics as M
@@ -59,6 +60,9 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path | None = None)
     """Evaluate ``model`` on the dataset ``data``; write ``out`` (JSON) and a confusion PNG beside it."""
     clf = Classifier(model)
     ws = read_windows(data, vocabulary=None)
+    refusal = clf.window_refusal(ws.waveforms.shape[-1], ws.fs)
+    if refusal is not None:
+        raise UserError(f"{data}: {refusal}")
     known = np.isin(ws.labels, clf.classes)
     report: dict = {"data": str(data), "n_windows": len(ws)}
     known_logits = None

@@ -85,9 +85,10 @@ class Channel:
 
     @property
     def missing(self) -> np.ndarray:
-        """Sorted indices of missing samples (NaN), found once per channel, not once per window."""
+        """Sorted indices of missing samples (NaN, and inf: no sensor records one), found once per channel,
+        not once per window."""
         if self._missing is None:
-            self._missing = np.flatnonzero(np.isnan(self.data))
+            self._missing = np.flatnonzero(~np.isfinite(self.data))
         return self._missing
 
     @property
@@ -145,8 +146,11 @@ def read_labels(path: Path) -> list[LabelRow]:
     """Read and validate every row of the labels CSV (all errors before anything is cut)."""
     if not path.is_file():
         raise UserError(f"{path}: no such labels file")
-    with path.open(newline="") as fh:
-        lines = [(i, line) for i, line in enumerate(fh, start=1) if line.strip() and not line.startswith("#")]
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            lines = [(i, line) for i, line in enumerate(fh, start=1) if line.strip() and not line.startswith("#")]
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); expected a CSV labels file") from None
     if not lines:
         raise UserError(f"{path}: empty; expected a header row with columns "
                         "file or station, start_time, label (optional site, snr_db)")
@@ -275,8 +279,11 @@ def load_csv(path: Path) -> Record:
     if not path.is_file():
         raise UserError(f"{path}: no such record file")
     meta: dict[str, str] = {}
-    with path.open(newline="") as fh:
-        lines = fh.read().splitlines()
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); expected a CSV record") from None
     i = 0
     while i < len(lines) and (lines[i].startswith("#") or not lines[i].strip()):
         text = lines[i].lstrip("#").strip()

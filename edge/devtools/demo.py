@@ -9,8 +9,9 @@ scores the run against the injected ground truth.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
+import math
 import shutil
 import signal
 import subprocess
@@ -30,6 +31,7 @@ from firmware_bridge.clock import parse_utc
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "triaxial"
 FS = 4000.0
 COUNTS_PER_UNIT = 1.0e9  # the simulated board's sensitivity; the daemon's config says the same
+LOG_TAIL = 20  # lines of the daemon's log shown when it failed
 ROW = "{:<12} {:>4}  {:<13} {:>5}  {:>9}  {:>7}  {:>6}  {:>8}"
 
 
@@ -60,6 +62,9 @@ port = {broker_port}
 
 [health]
 interval_s = 10.0
+
+[log]
+level = "warning"
 """)
 
 
@@ -114,77 +119,134 @@ def _print_score(truth: list[dict], events: list[dict]) -> dict:
     return score
 
 
-def run_demo(seconds: float = 60.0, model: str | None = None, site: str = "za-deep-gold", seed: int = 1,
-             events_per_min: float = 12.0) -> int:
-    """Run the demo for ``seconds`` (Ctrl-C ends it early) and print the score; returns the exit code."""
-    from edge.devtools.broker import start_local_broker
-    from firmware_bridge.simulator import BoardSimulator, PtyPort
+def demo_source(site: str, seed: int, events_per_min: float):
+    """The simulated board's signal: every event family in shuffled rounds at regular times, so that
+    a one-minute run shows each class (Poisson times and independent draws often leave one out)."""
     from training.synthetic.stream import StreamSynth  # the benchmark's waveform physics (numpy/scipy)
 
+    return StreamSynth(fs=FS, channels=3, site=site, seed=seed, snr_db=(3.0, 30.0), rate_per_min=events_per_min,
+                       cycle=True, regular=True)
+
+
+def _check_site(site: str) -> None:
+    from training.synthetic.sites import SITES, WIDE_SITES
+
+    if site not in SITES and site not in WIDE_SITES:
+        raise UserError(f"--site = {site!r}; allowed: {', '.join((*SITES, *WIDE_SITES))}")
+
+
+def _print_classes(truth: list[dict], events: list[dict]) -> None:
+    """One line per class of the vocabulary, those never seen included: injected and published counts."""
+    from edge.vocabulary import CLASSES, UNKNOWN
+
+    print("per class (injected / published):")
+    for label in (*CLASSES, UNKNOWN):
+        injected = sum(t["label"] == label for t in truth)
+        published = sum(e["label"] == label for e in events)
+        print(f"  {label:<13} {injected:>3} / {published:<3}"
+              + ("  (the background: shown by triggers on noise)" if label == "noise" else ""))
+
+
+def run_demo(seconds: float = 60.0, model: str | None = None, site: str = "za-deep-gold", seed: int = 1,
+             events_per_min: float = 12.0) -> int:
+    """Run the demo for ``seconds`` (Ctrl-C ends it early) and print the score; returns the exit code.
+
+    Every exit path (bad arguments, Ctrl-C at any moment, an error) stops what was started (broker,
+    board, daemon) and removes the temporary directory; when the daemon failed, the end of its log is
+    printed first."""
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UserError(f"--seconds = {seconds!r}; expected a positive number of seconds")
+    if not (math.isfinite(events_per_min) and events_per_min > 0):
+        raise UserError(f"--events-per-min = {events_per_min!r}; expected a positive rate")
     model_dir = Path(model) if model else DEFAULT_MODEL
     if not (model_dir / "model_card.json").is_file():
         raise UserError(f"--model {model_dir}: no model_card.json there; train one with 'make models' "
                         "or pass --model DIR")
+    _check_site(site)  # all checks before anything is started: a refusal leaves nothing behind
     work = Path(tempfile.mkdtemp(prefix="stopewatch-demo-"))
+    try:
+        with contextlib.ExitStack() as stack:
+            code, truth, events, board_stopped = _run(stack, work, seconds, model_dir, site, seed, events_per_min)
+        if code != 0:  # the daemon failed: its last words, before its directory goes
+            log = (work / "daemon.log").read_text(errors="replace").splitlines()[-LOG_TAIL:]
+            print("daemon log (last lines):\n" + "\n".join(f"  {line}" for line in log))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # every exit path: nothing left in the temp directory
+    late = [t for t in truth if _seconds(t["time"]) > board_stopped - 1.5]
+    truth = [t for t in truth if t not in late]
+    if late:
+        print(f"({len(late)} event(s) injected in the last 1.5 s before the board stopped are not scored)")
+    events = [e for e in events if _seconds(e["trigger_time"]) <= board_stopped - 1.5]
+    _print_score(truth, events)
+    _print_classes(truth, events)
+    return code
+
+
+def _run(stack: contextlib.ExitStack, work: Path, seconds: float, model_dir: Path, site: str, seed: int,
+         events_per_min: float) -> tuple[int, list[dict], list[dict], float]:
+    """Start broker, board, daemon and viewer (each registered on ``stack`` to be stopped), run, stop.
+    Returns (exit code, injected truth, received events, when the board stopped)."""
+    from edge.devtools.broker import start_local_broker
+    from firmware_bridge.simulator import BoardSimulator, PtyPort
+
     try:
         broker = start_local_broker(work / "broker")
     except RuntimeError as exc:
         raise UserError(f"demo: {exc}") from None
+    stack.callback(broker.stop)
     print(f"broker: {broker.kind} on 127.0.0.1:{broker.port}")
     stop = threading.Event()
     pty = PtyPort()
+    stack.callback(pty.close)
     truth_path = work / "truth.jsonl"
-    source = StreamSynth(fs=FS, channels=3, site=site, seed=seed, snr_db=(3.0, 30.0),
-                         rate_per_min=events_per_min)
+    source = demo_source(site, seed, events_per_min)
     sim = BoardSimulator(source, fs=FS, channels=3, fmt="int24", scale=COUNTS_PER_UNIT, timestamps=True, seed=seed)
     board = threading.Thread(target=sim.run, args=(pty,), daemon=True,
                              kwargs={"seconds": None, "speed": 1.0, "truth": truth_path, "stop": stop})
     board.start()
+    stack.callback(board.join, 5)
+    stack.callback(pty.stop.set)  # a write waiting for a reader that is gone returns, then the join ends
+    stack.callback(stop.set)
     print(f"board: simulated {site}, 3 channels x {FS:g} Hz int24 on {pty.path}")
     config = work / "stopewatch.toml"
     _config(config, pty.path, broker.port, model_dir.resolve(), work / "state")
-    log = open(work / "daemon.log", "w")  # noqa: SIM115 (closed below)
-    env = dict(os.environ, STOPEWATCH_LOG="WARNING")
+    log = stack.enter_context(open(work / "daemon.log", "w"))  # noqa: SIM115 (closed by the stack)
     daemon = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
-                              stderr=log, stdout=log, env=env)
+                              stderr=log, stdout=log)
+    stack.callback(_stop_daemon, daemon)
     viewer = Subscriber(broker.port, DEMO_NODE)
-    print(f"daemon: pid {daemon.pid}, log {work / 'daemon.log'}; running {seconds:g} s (Ctrl-C to end)\n")
+    stack.callback(viewer.close)
+    print(f"daemon: pid {daemon.pid}; running {seconds:g} s (Ctrl-C to end)\n")
     print(ROW.format("trigger UTC", "seq", "label", "conf", "PPV", "dom Hz", "SNR dB", "lat ms"))
     code = 0
     try:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if daemon.poll() is not None:
-                print(f"daemon exited with {daemon.returncode}; see {work / 'daemon.log'}")
+                print(f"daemon exited with {daemon.returncode} (the end of its log follows the score)")
                 code = 1
                 break
             time.sleep(0.2)
     except KeyboardInterrupt:
         print("\n(interrupted)")
-    finally:
-        stop.set()
-        board.join(5)
-        board_stopped = time.time()
-        time.sleep(1.5)  # the last windows close, then the daemon drains and says 'stopped'
-        if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-        time.sleep(0.5)
-        viewer.close()
-        broker.stop()
-        pty.close()
-        log.close()
+    stop.set()
+    pty.stop.set()
+    board.join(5)
+    board_stopped = time.time()
+    time.sleep(1.5)  # the last windows close, then the daemon drains and says 'stopped'
+    _stop_daemon(daemon)
+    time.sleep(0.5)  # the 'stopped' status reaches the viewer
     truth = [json.loads(line) for line in truth_path.read_text().splitlines()] if truth_path.exists() else []
-    # An event injected in the board's last moments never had its window streamed: not scored, but said.
-    late = [t for t in truth if _seconds(t["time"]) > board_stopped - 1.5]
-    truth = [t for t in truth if t not in late]
-    if late:
-        print(f"({len(late)} event(s) injected in the last 1.5 s before the board stopped are not scored)")
-    _print_score(truth, [e for e in viewer.events if _seconds(e["trigger_time"]) <= board_stopped - 1.5])
     print(f"final node status: {viewer.status[-1]['state'] if viewer.status else 'none seen'}")
-    if code == 0:
-        shutil.rmtree(work, ignore_errors=True)  # keep it (and the daemon's log) only when something failed
-    return code
+    return code, truth, list(viewer.events), board_stopped
+
+
+def _stop_daemon(daemon: subprocess.Popen) -> None:
+    """SIGTERM (the daemon drains and says 'stopped'), then SIGKILL if it does not end within 20 s."""
+    if daemon.poll() is None:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(20)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()

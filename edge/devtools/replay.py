@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from edge.devtools.scoring import score_events
+from edge.errors import UserError
 from edge.formats import read_stream
-from edge.gateway.config import Config
+from edge.gateway.config import Config, check_trigger_fit
 from edge.gateway.messages import EventMessenger, new_boot_id
-from edge.gateway.model import Classifier
+from edge.gateway.model import Classifier, rate_refusal, trigger_limits
 from edge.gateway.pipeline import Pipeline, fixed_clock
 from firmware_bridge.clock import parse_utc
 
@@ -23,6 +26,19 @@ def replay(cfg: Config, stream_path: str | Path, events_out: str | Path | None =
     """
     stream = read_stream(stream_path)
     classifier = classifier or Classifier(cfg.model.path, num_threads=cfg.model.threads)
+    if isinstance(classifier, Classifier):  # the daemon's refusals, with the stream as the board
+        refusal = rate_refusal(classifier.card, stream.fs)
+        if refusal is not None:
+            raise UserError(f"{stream_path}: {refusal}")
+        check_trigger_fit(cfg, *trigger_limits(classifier.card, stream.fs, stream.data.shape[0],
+                                               board_name=f"the stream {Path(stream_path).name}"))
+    bad = ~np.isfinite(stream.data)
+    if bad.any():  # the daemon conceals such samples as gaps; a replay has no such part: refused, not blinded
+        first = int(np.flatnonzero(bad.any(axis=0))[0])
+        raise UserError(f"{stream_path}: key 'data' holds {int(bad.sum())} NaN or infinite sample(s), the first "
+                        f"at sample {first}; replay takes finite samples only")
+    if not (block_s > 0 and block_s * stream.fs < 2**31):
+        raise UserError(f"block_s = {block_s!r}; expected a positive number of seconds")
     start = parse_utc(stream.start_time)
     pipeline = Pipeline(cfg.trigger, classifier, stream.fs, [str(c) for c in stream.channels],
                         fixed_clock(start, stream.fs))

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import UserError
+from edge.field.install import USER
 from edge.field.model_store import Board, card_fit, models_dir, read_board, unit_for_config, write_board
 from edge.formats import read_npz
 from edge.gateway.config import Config, load_config, password
@@ -81,8 +82,32 @@ def check_config(path: str) -> tuple[Result, Config | None]:
     except UserError as exc:
         return Result("config", FAIL, str(exc), f"edit {path} (every key is explained in "
                       "edge/stopewatch.example.toml) or re-run stopewatch install"), None
-    return Result("config", PASS, f"{path}: site {cfg.node.site}, node {cfg.node.node}, board {cfg.board.port}, "
-                  f"broker {cfg.mqtt.host}:{cfg.mqtt.port}"), cfg
+    detail = (f"{path}: site {cfg.node.site}, node {cfg.node.node}, board {cfg.board.port}, "
+              f"broker {cfg.mqtt.host}:{cfg.mqtt.port}")
+    readable = readable_secrets(cfg)
+    if readable:
+        return Result("config", WARN, f"{detail}; {'; '.join(text for text, _ in readable)}",
+                      "; ".join(fix for _, fix in readable)), cfg
+    return Result("config", PASS, detail), cfg
+
+
+def readable_secrets(cfg: Config) -> list[tuple[str, str]]:
+    """(problem, fix) for each secret file (mqtt.password_file, mqtt.key_file) that users other than its
+    owner can read: group or other read bits, as a 0644 file has."""
+    out = []
+    for key in ("password_file", "key_file"):
+        path = getattr(cfg.mqtt, key)
+        if not path:
+            continue
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue  # the config check has already refused a missing file
+        who = [name for bit, name in ((0o040, "its group"), (0o004, "every user")) if mode & bit]
+        if who:
+            out.append((f"mqtt.{key} {path} is readable by {' and '.join(who)} (mode {mode & 0o777:04o})",
+                        f"chmod 600 {path} (and chown it to the daemon's user: chown {USER} {path})"))
+    return out
 
 
 def check_model(cfg: Config, board: Board | None) -> Result:

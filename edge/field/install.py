@@ -40,6 +40,7 @@ UNIT_DIR = "/etc/systemd/system"
 SYSUSERS = "/etc/sysusers.d/stopewatch.conf"
 TMPFILES = "/etc/tmpfiles.d/stopewatch.conf"
 UNITS = ("stopewatch.service", "stopewatch@.service")
+SECRET_KEYS = ("password_file", "key_file")  # copied readable by the daemon's user alone
 _REPO = Path(__file__).resolve().parents[2]
 
 
@@ -255,7 +256,8 @@ class Installer:
              Step(f"directories {CONF_DIR}, {self.state_dir}/models from {TMPFILES}", self._dirs)]
         for key in ("ca_file", "cert_file", "key_file", "password_file"):
             if getattr(a, key):
-                s.append(Step(f"copy {getattr(a, key)} to {self._secret_path(key)} (root:{USER} 0640)",
+                owner = f"{USER}:{USER} 0600" if key in SECRET_KEYS else f"root:{USER} 0640"
+                s.append(Step(f"copy {getattr(a, key)} to {self._secret_path(key)} ({owner})",
                               lambda k=key: self._secret(k)))
         if a.board_fs is not None or a.board_channels is not None:
             s.append(Step(f"board description {self.state_dir}/board.json (fs {a.board_fs}, channels "
@@ -316,8 +318,8 @@ class Installer:
         self._own(dst.parent)
         tmp = dst.with_name(dst.name + ".part")
         shutil.copyfile(src, tmp)
-        os.chmod(tmp, 0o640)
-        self._own(tmp)
+        # The password and the private key: the daemon's user only (doctor warns on group/other read bits).
+        self._own(tmp, user=key in SECRET_KEYS, mode=0o600 if key in SECRET_KEYS else 0o640)
         os.replace(tmp, dst)
         return True
 
@@ -443,6 +445,11 @@ class Installer:
             raise UserError("stopewatch install changes the system: run it as root (sudo), "
                             "or try --dry-run / --root DIR first")
         self.check_config(self.config_data())  # bad answers stop here, before anything is changed
+        self._board_value()  # both of --board-fs / --board-channels, or neither
+        if self.answers.model is not None:  # the model is verified now, so that a dry run says so too
+            from edge.field.model_store import verify
+
+            verify(self.answers.model)
         changed = 0
         target = f" into {self.root}" if self.staged else ""
         for step in self.plan():

@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
 import zipfile
@@ -161,6 +162,43 @@ def verify(src: str | Path) -> Classifier:
     return Classifier(src)
 
 
+def selftest_summary(clf: Classifier) -> str | None:
+    """None when the model classifies every built-in test window right, else how it fails
+    ("3/6 right: blast -> drilling, ...")."""
+    from edge.field.doctor import run_selftest  # doctor imports this module: imported on use
+
+    test = run_selftest(clf)
+    if test["right"] == test["total"]:
+        return None
+    wrong = ", ".join(f"{w['expected']} -> {w['label']}" for w in test["windows"] if w["label"] != w["expected"])
+    return f"{test['right']}/{test['total']} built-in windows right ({wrong})"
+
+
+JOURNAL_SOCKET = "/dev/log"  # the system journal's syslog socket (systemd-journald, rsyslog)
+
+
+def journal(message: str, address: str | None = None) -> bool:
+    """One WARNING line to the system journal (identifier ``stopewatch-model``) through its syslog socket;
+    False where there is none (a container, a staging machine), when the line goes to stderr only.
+    ``STOPEWATCH_JOURNAL_SOCKET`` names another socket (the tests listen on one)."""
+    import logging
+    import logging.handlers
+
+    address = address or os.environ.get("STOPEWATCH_JOURNAL_SOCKET") or JOURNAL_SOCKET
+    failed: list[BaseException] = []
+    try:
+        handler = logging.handlers.SysLogHandler(address=address)
+    except OSError:
+        return False
+    handler.ident = "stopewatch-model: "
+    handler.handleError = lambda record: failed.append(sys.exc_info()[1])  # no traceback on the terminal
+    try:
+        handler.emit(logging.LogRecord("stopewatch-model", logging.WARNING, __file__, 0, message, None, None))
+    finally:
+        handler.close()
+    return not failed
+
+
 # --------------------------------------------------------------------------- the store
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -228,7 +266,8 @@ class ModelStore:
         """Verify ``src`` (directory, .tflite beside its card, or .tar.gz/.zip) and make it current.
 
         The old current becomes ``previous``. Installing the model that is already current changes
-        nothing. Fatal fit problems refuse the install unless ``force``.
+        nothing. Fatal fit problems and a failed self-test (the built-in windows) refuse the install unless
+        ``force``; a forced install is written to the journal and to the installed card's ``installed.forced``.
         """
         src = Path(src)
         if not src.exists():
@@ -243,7 +282,16 @@ class ModelStore:
             fatal = [p.text + (f"; {p.fix}" if p.fix else "") for p in problems if p.fatal]
             if fatal and not force:
                 raise UserError(f"{src}: does not fit this gateway: {'; '.join(fatal)} (--force installs anyway)")
+            test = selftest_summary(clf)
+            if test is not None:
+                if not force:
+                    raise UserError(f"{src}: fails the self-test, {test}; refused (the interpreter or the model "
+                                    "is broken here; --force installs anyway and records it)")
+                fatal.append(f"self-test {test}")
             warnings = [p.text for p in problems if not p.fatal] + [f"forced: {t}" for t in fatal]
+            if fatal:  # an override is never silent: the journal and the install record keep it
+                journal(f"model install --force: {card['name']} {card['version']} ({card['sha256'][:12]}) "
+                        f"from {src.resolve()}: {'; '.join(fatal)}")
             sha = card["sha256"]
             key = version_key(card)
             self.versions.mkdir(parents=True, exist_ok=True)
@@ -255,7 +303,8 @@ class ModelStore:
                 _copy_durably(clf.tflite_path, part / TFLITE)
                 card_out = dict(card)
                 card_out.pop("files", None)  # only model.tflite is installed; its hash is the card's sha256
-                card_out["installed"] = {"from": str(src.resolve()), "at": _now()}
+                card_out["installed"] = {"from": str(src.resolve()), "at": _now(),
+                                         **({"forced": fatal} if fatal else {})}
                 (part / CARD).write_text(json.dumps(card_out, indent=2) + "\n")
                 with open(part / CARD, "rb+") as f:
                     os.fsync(f.fileno())

@@ -103,6 +103,13 @@ class HealthConfig:
 
 
 @dataclass
+class LogConfig:
+    """The journal: how much the daemon says."""
+
+    level: str = "info"  # debug | info | warning | error
+
+
+@dataclass
 class Config:
     """The whole daemon configuration."""
 
@@ -113,6 +120,7 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
 
     @property
@@ -128,7 +136,13 @@ class Config:
 # Allowed values and ranges beyond the type, as (key path -> check, description of what is allowed).
 # The STA/LTA kinds edge.gateway.dsp.STA_LTA implements (named here so a config is checked without scipy).
 STA_LTA_METHODS = ("recursive", "classic")
-_CHOICES = {"trigger.method": STA_LTA_METHODS, "mqtt.protocol": ("5", "3.1.1")}
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_CHOICES = {"trigger.method": STA_LTA_METHODS, "mqtt.protocol": ("5", "3.1.1"), "log.level": LOG_LEVELS}
+# Keys that would hold a secret in the config file itself: refused with a pointer to mqtt.password_file,
+# and the value is never echoed.
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "passphrase", "credential")
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
 _POSITIVE = {"board.baudrate", "board.counts_per_unit", "board.text_fs", "board.reconnect_max_s", "model.threads",
              "trigger.highpass_hz", "trigger.lowpass_hz", "trigger.sta_s", "trigger.lta_s", "trigger.on",
              "trigger.off", "trigger.coincidence", "trigger.min_duration_s", "trigger.max_duration_s",
@@ -147,7 +161,7 @@ _RANGES: dict[str, tuple[float, float, str]] = {
     "trigger.sta_s": (1e-4, 10.0, "seconds (at least one sample at 10 kHz)"),
     "trigger.lta_s": (0.01, 600.0, "seconds"),
     "trigger.on": (1.01, 1e4, "STA/LTA ratio (above 1: louder than the background)"),
-    "trigger.coincidence": (1, 64, "channels"),
+    "trigger.coincidence": (1, 32, "channels (a board sends at most 32)"),
     "trigger.min_duration_s": (0.0, 60.0, "seconds"),
     "trigger.max_duration_s": (0.01, 86_400.0, "seconds"),
     "trigger.refractory_s": (0.0, 600.0, "seconds"),
@@ -177,6 +191,11 @@ def _section(cls: type, table: Any, path: str, source: str) -> Any:
     hints = get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     unknown = sorted(set(table) - set(names))
+    secret = [k for k in unknown if any(w in k.lower() for w in _SECRET_WORDS)]
+    if secret:
+        raise UserError(f"{source}: {path}.{secret[0]} looks like a plaintext credential (value not shown); "
+                        "a password never goes in the config: write it alone in a file, chmod 600 it and set "
+                        "mqtt.password_file")
     if unknown:
         raise UserError(f"{source}: unknown key {path}.{unknown[0]}; allowed in [{path}]: {', '.join(names)}")
     values = {}
@@ -206,7 +225,8 @@ def _check(cfg: Config) -> None:
                 raise UserError(f"{src}: {where} = {value!r}; expected zero or more")
             if where in _RANGES and not _RANGES[where][0] <= value <= _RANGES[where][1]:
                 lo, hi, unit = _RANGES[where]
-                raise UserError(f"{src}: {where} = {value!r}; allowed {lo:g} to {hi:g} ({unit})")
+                shown = f"{value:g}" if isinstance(value, float) else repr(value)
+                raise UserError(f"{src}: {where} = {shown}; allowed {lo:g} to {hi:g} ({unit})")
             if isinstance(value, str) and any(ord(ch) < 32 for ch in value):
                 raise UserError(f"{src}: {where} = {value!r}; control characters (such as NUL) are not allowed")
     for key in ("site", "node"):
@@ -223,9 +243,11 @@ def _check(cfg: Config) -> None:
     if t.lta_s <= t.sta_s:
         raise UserError(f"{src}: trigger.lta_s = {t.lta_s:g}; must be longer than trigger.sta_s = {t.sta_s:g}")
     if t.highpass_hz >= t.lowpass_hz:
-        raise UserError(f"{src}: trigger.highpass_hz = {t.highpass_hz:g}; must be below trigger.lowpass_hz")
+        raise UserError(f"{src}: trigger.highpass_hz = {t.highpass_hz:g}; must be below trigger.lowpass_hz = "
+                        f"{t.lowpass_hz:g}")
     if t.min_duration_s > t.max_duration_s:
-        raise UserError(f"{src}: trigger.min_duration_s = {t.min_duration_s:g}; must not exceed max_duration_s")
+        raise UserError(f"{src}: trigger.min_duration_s = {t.min_duration_s:g}; must not exceed "
+                        f"trigger.max_duration_s = {t.max_duration_s:g}")
     m = cfg.mqtt
     if m.port > 65535:
         raise UserError(f"{src}: mqtt.port = {m.port}; expected 1-65535")
@@ -233,12 +255,113 @@ def _check(cfg: Config) -> None:
         raise UserError(f"{src}: mqtt.tls = true needs mqtt.ca_file (the CA that signed the broker's certificate)")
     if bool(m.cert_file) != bool(m.key_file):
         raise UserError(f"{src}: mqtt.cert_file and mqtt.key_file go together (client certificate and its key)")
+    _check_host(m.host, src)
     for key in ("password_file", "ca_file", "cert_file", "key_file"):
         path = getattr(m, key)
         if path and not Path(path).is_file():
             raise UserError(f"{src}: mqtt.{key} = {path!r}; no such file")
     if m.password_file and not m.username:
         raise UserError(f"{src}: mqtt.password_file is set but mqtt.username is empty")
+    if m.password_file:
+        read_password(m.password_file, f"{src}: mqtt.password_file")
+    if m.tls:
+        check_tls_files(m, src)
+    if not cfg.board.port.strip():
+        raise UserError(f"{src}: board.port = {cfg.board.port!r}; expected a serial device, pyserial URL or file")
+    if cfg.node.prefix.startswith("$"):
+        raise UserError(f"{src}: node.prefix = {cfg.node.prefix!r}; topics starting with '$' are the broker's "
+                        "own ($SYS) and refuse clients' messages")
+    if cfg.outbox.path and Path(cfg.outbox.path).is_dir():
+        raise UserError(f"{src}: outbox.path = {cfg.outbox.path!r} is a directory; expected a file name "
+                        "(e.g. /var/lib/stopewatch/outbox.sqlite)")
+
+
+def _check_host(host: str, src: str) -> None:
+    """A host name or IP address paho can connect to; credentials or a URL scheme are refused."""
+    import ipaddress
+
+    if "@" in host or "://" in host:
+        raise UserError(f"{src}: mqtt.host = {host!r}; expected a bare host name or IP address (no scheme, no "
+                        "user:password@: credentials go in mqtt.username and mqtt.password_file)")
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    if not _HOST.match(host):
+        raise UserError(f"{src}: mqtt.host = {host!r}; expected a host name (letters, digits, '-', dots) or an "
+                        "IP address")
+
+
+def read_password(path: str, where: str) -> str:
+    """The password in ``path`` (UTF-8 text, surrounding whitespace removed); a UserError naming ``where``
+    when it cannot be read, is not UTF-8 text or is empty."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8").strip()
+    except OSError as exc:
+        raise UserError(f"{where} = {path!r}; cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{where} = {path!r}; not UTF-8 text (byte {exc.start}); write the password as "
+                        "plain text") from None
+    if not text:
+        raise UserError(f"{where} = {path!r}; the file is empty")
+    if any(ord(ch) < 32 for ch in text):
+        raise UserError(f"{where} = {path!r}; holds control characters or several lines; expected one line")
+    return text
+
+
+def check_tls_files(m: MqttConfig, src: str) -> None:
+    """Load the CA and the client certificate and key the way the TLS connection will, so that an empty,
+    garbage or passphrase-protected file is refused at start instead of at the first connect."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        ctx.load_verify_locations(cafile=m.ca_file)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise UserError(f"{src}: mqtt.ca_file = {m.ca_file!r}; not a PEM CA certificate "
+                        f"({getattr(exc, 'reason', None) or exc})") from None
+    if not ctx.get_ca_certs():
+        raise UserError(f"{src}: mqtt.ca_file = {m.ca_file!r}; holds no CA certificate")
+    if m.cert_file:
+        def no_passphrase() -> bytes:
+            raise UserError(f"{src}: mqtt.key_file = {m.key_file!r} is protected by a passphrase, which the "
+                            "daemon cannot type; store the key without one (openssl pkey -in KEY -out KEY.new), "
+                            "chmod 600")
+
+        try:
+            ctx.load_cert_chain(m.cert_file, m.key_file, password=no_passphrase)
+        except ssl.SSLError as exc:
+            raise UserError(f"{src}: mqtt.cert_file = {m.cert_file!r} with mqtt.key_file = {m.key_file!r}; not "
+                            f"a PEM certificate and its matching key ({exc.reason or exc})") from None
+        except OSError as exc:
+            raise UserError(f"{src}: mqtt.cert_file / mqtt.key_file: cannot read ({exc.strerror})") from None
+
+
+NYQUIST_MARGIN = 0.45  # the trigger's band stops at 0.45 fs whatever the config says (a 1 kHz board, say)
+
+
+def check_trigger_fit(cfg: Config, window_s: float, slowest_fs: float, max_channels: int, why: str) -> None:
+    """Refuse a [trigger] that would run and detect nothing with this model and board: a pre-event part
+    longer than the model's window, an STA shorter than one sample or a band above Nyquist at the
+    slowest rate the board may send, or more coincident channels than it has. ``why`` says where
+    ``slowest_fs`` and ``max_channels`` come from (one line, naming key, value and what is allowed)."""
+    src, t = cfg.source, cfg.trigger
+    if t.pre_s >= window_s:
+        raise UserError(f"{src}: trigger.pre_s = {t.pre_s:g}; must be shorter than the model's window of "
+                        f"{window_s:g} s (the trigger would sit outside the classified window)")
+    if t.sta_s * slowest_fs < 1:
+        raise UserError(f"{src}: trigger.sta_s = {t.sta_s:g}; shorter than one sample at {slowest_fs:g} Hz "
+                        f"({why}); allowed at least {1 / slowest_fs:g} s")
+    if t.lta_s * slowest_fs < 2 * max(1, round(t.sta_s * slowest_fs)):
+        raise UserError(f"{src}: trigger.lta_s = {t.lta_s:g}; must hold at least two STA windows at "
+                        f"{slowest_fs:g} Hz ({why})")
+    if t.highpass_hz >= NYQUIST_MARGIN * slowest_fs:
+        raise UserError(f"{src}: trigger.highpass_hz = {t.highpass_hz:g}; must be below "
+                        f"{NYQUIST_MARGIN * slowest_fs:g} Hz ({NYQUIST_MARGIN:g} x {slowest_fs:g} Hz, {why})")
+    if t.coincidence > max_channels:
+        raise UserError(f"{src}: trigger.coincidence = {t.coincidence}; allowed 1 to {max_channels} "
+                        f"(the channels there are: {why})")
 
 
 def parse_config(data: dict, source: str = "<config>") -> Config:
@@ -301,4 +424,4 @@ def password(cfg: MqttConfig) -> str | None:
     """The broker password, read from its file at connect time (never stored in the config)."""
     if not cfg.password_file:
         return None
-    return Path(cfg.password_file).read_text().strip()
+    return read_password(cfg.password_file, "mqtt.password_file")

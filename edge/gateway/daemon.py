@@ -36,10 +36,10 @@ import numpy as np
 from edge import package_version
 from edge.errors import UserError
 from edge.field.sdnotify import Notifier
-from edge.gateway.config import Config, load_config
+from edge.gateway.config import LOG_LEVELS, Config, check_trigger_fit, load_config
 from edge.gateway.health import percentile, rss_mb
 from edge.gateway.messages import EventMessenger, new_boot_id
-from edge.gateway.model import Classifier, rate_refusal
+from edge.gateway.model import Classifier, rate_refusal, trigger_limits
 from firmware_bridge.clock import utc_now
 
 if TYPE_CHECKING:  # the pipeline (and scipy) is imported after READY
@@ -49,6 +49,18 @@ if TYPE_CHECKING:  # the pipeline (and scipy) is imported after READY
 log = logging.getLogger("stopewatch")
 EVENT_LOG_PER_S = 1.0  # journal lines per second for events, at most
 CHUNK_QUEUE = 20_000  # byte chunks waiting for the pipeline; beyond this we drop and count (never block the port)
+
+
+def _recorded_board(cfg: Config) -> tuple[float | None, int | None]:
+    """(fs, channels) of the board as ``stopewatch doctor`` measured or ``install`` declared it, if recorded."""
+    from edge.field.model_store import read_board
+
+    try:
+        board = read_board(cfg.node.state_dir)
+    except UserError as exc:  # a damaged record only loses the board-specific checks
+        log.warning("%s", exc)
+        return None, None
+    return (board.fs, board.channels) if board is not None else (None, None)
 
 
 def channel_names(n: int) -> list[str]:
@@ -69,7 +81,11 @@ class Daemon:
         self._reload = threading.Event()
         self.started = time.monotonic()
         self.boot_id = new_boot_id()
-        self.classifier = Classifier(self.cfg.model.path, num_threads=self.cfg.model.threads)
+        try:
+            self.classifier = Classifier(self.cfg.model.path, num_threads=self.cfg.model.threads)
+        except UserError as exc:
+            raise UserError(f"{config_path}: model.path = {self.cfg.model.path!r}: {exc}") from None
+        check_trigger_fit(self.cfg, *trigger_limits(self.classifier.card, *_recorded_board(self.cfg)))
         try:
             self.cfg.outbox_path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -243,6 +259,7 @@ class Daemon:
         try:
             cfg = load_config(self.config_path)
             classifier = Classifier(cfg.model.path, num_threads=cfg.model.threads)
+            check_trigger_fit(cfg, *trigger_limits(classifier.card, *_recorded_board(cfg)))
         except UserError as exc:
             log.error("reload refused, keeping the running configuration and model: %s", exc)
             return
@@ -258,7 +275,9 @@ class Daemon:
                 self.pipeline.classifier = classifier
         if (cfg.mqtt, cfg.node, cfg.board) != (self.cfg.mqtt, self.cfg.node, self.cfg.board):
             log.warning("reload: [mqtt], [node] and [board] changes take effect at the next restart")
-        self.cfg.trigger, self.cfg.model = cfg.trigger, cfg.model
+        self.cfg.trigger, self.cfg.model, self.cfg.log = cfg.trigger, cfg.model, cfg.log
+        if not os.environ.get("STOPEWATCH_LOG"):
+            logging.getLogger().setLevel(cfg.log.level.upper())
         self.classifier = classifier
         self.messenger.model = classifier.identity
         self.publisher.model = self._model_status()
@@ -379,7 +398,10 @@ class Daemon:
 
 
 def run(config_path: str) -> int:
-    """Entry point of ``stopewatch run``."""
-    logging.basicConfig(level=os.environ.get("STOPEWATCH_LOG", "INFO"),
-                        format="%(levelname)s %(name)s: %(message)s")
+    """Entry point of ``stopewatch run``: the config's ``log.level`` (``STOPEWATCH_LOG`` overrides it, for a
+    one-off debugging run) sets how much goes to the journal."""
+    level = os.environ.get("STOPEWATCH_LOG") or load_config(config_path).log.level
+    if level.lower() not in LOG_LEVELS:
+        raise UserError(f"STOPEWATCH_LOG = {level!r}; allowed: {', '.join(LOG_LEVELS)}")
+    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
     return Daemon(config_path).run()

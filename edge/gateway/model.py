@@ -170,6 +170,23 @@ def rate_refusal(card: dict, board_fs: float) -> str | None:
             f"{low:g}-{high:g} Hz ({source}); {hint}")
 
 
+def trigger_limits(card: dict, board_fs: float | None = None, board_channels: int | None = None,
+                   max_channels: int = 32, board_name: str = "the board") -> tuple[float, float, int, str]:
+    """(window_s, slowest_fs, channels, why) a trigger must fit with this model: the model's window, the
+    slowest rate and the most channels the board may send (the board's own when known, else what the
+    card serves), and one phrase saying where those come from."""
+    window_s = float(card["samples"]) / float(card["fs"])
+    name = card.get("name", "?")
+    if board_fs is not None and board_channels is not None:
+        return (window_s, float(board_fs), int(board_channels),
+                f"{board_name}: {board_channels} channel(s) at {board_fs:g} Hz")
+    low, _ = board_rates_hz(card)
+    policy = card.get("channel_policy", "strict")
+    channels = int(card["channels"]) if policy in ("strict", "zero_fill") else max_channels
+    return window_s, low, channels, (f"model '{name}' serves boards from {low:g} Hz with "
+                                     f"{'up to ' if policy != 'strict' else ''}{channels} channel(s)")
+
+
 def read_card(path: str | Path) -> dict:
     """Read and validate a model card."""
     path = Path(path)
@@ -190,6 +207,8 @@ def normalised_entropy(p: np.ndarray) -> np.ndarray:
     h = -np.sum(np.where(p > 0, p * np.log(np.maximum(p, 1e-300)), 0.0), axis=-1)
     return h / math.log(p.shape[-1])
 
+
+MIN_WINDOW_FRACTION = 0.9  # a window this much shorter than the model's is refused, not zero-padded
 
 OPEN_SET_SCORES = ("msp", "energy", "max_logit", "mahalanobis")
 
@@ -324,20 +343,23 @@ class Classifier:
     """A shipped model: preprocess raw windows, run the TFLite interpreter, calibrate, decide ``unknown``.
 
     ``path`` is a model directory or a .tflite file next to its card (e.g. ``model_float.tflite``,
-    checked against the card's ``files`` hashes). ``check_hash=False`` skips the sha256 check.
+    checked against the card's ``files`` hashes). The sha256 is always checked: the card's ``sha256`` is
+    what every event and status message names as the model, so it must be the file's.
     """
 
-    def __init__(self, path: str | Path, num_threads: int = 1, check_hash: bool = True):
+    def __init__(self, path: str | Path, num_threads: int = 1):
         self.tflite_path, self.card_path = resolve_model(path)
         self.card = read_card(self.card_path)
-        if check_hash:
-            want = self.card.get("files", {}).get(self.tflite_path.name)
-            if want is None and self.tflite_path.name == TFLITE:
-                want = self.card["sha256"]
-            got = sha256_file(self.tflite_path)
-            if want is None or got != want:
-                raise UserError(f"{self.tflite_path}: sha256 {got[:12]}... does not match its card "
-                                f"{self.card_path} ({str(want)[:12]}...); the model or card was altered")
+        got = sha256_file(self.tflite_path)
+        files = self.card.get("files") if isinstance(self.card.get("files"), dict) else {}
+        wants = [("files." + self.tflite_path.name, files.get(self.tflite_path.name))]
+        if self.tflite_path.name == TFLITE:
+            wants = [("sha256", self.card["sha256"])] + [w for w in wants if w[1] is not None]
+        for key, want in wants:
+            if got != want:
+                raise UserError(f"{self.tflite_path}: sha256 {got[:12]}... does not match its card's {key} "
+                                f"({str(want)[:12]}...) in {self.card_path}; the model or card was altered: "
+                                "reinstall the model from its release")
         self.classes: list[str] = list(self.card["classes"])
         self.params = PreprocessParams.from_dict(self.card["preprocessing"])
         self.channels = int(self.card["channels"])
@@ -366,6 +388,19 @@ class Classifier:
             raise UserError(f"{self.tflite_path}: output shape {tuple(self._out['shape'])} does not match "
                             f"the card's {len(self.classes)} classes")
         self.input_dtype = np.dtype(self._in["dtype"])
+
+    def window_refusal(self, samples: int, fs: float) -> str | None:
+        """None when raw windows of ``samples`` at ``fs`` can be classified, else why not: a rate the model
+        does not serve, or a window shorter than the model's (padding it with zeros would still give a
+        confident answer about a signal that is not there)."""
+        refusal = rate_refusal(self.card, fs)
+        if refusal is not None:
+            return refusal.replace("the board samples", "the windows are sampled", 1)
+        need_s = self.samples / self.fs
+        if samples / fs < MIN_WINDOW_FRACTION * need_s:
+            return (f"windows of {samples} samples at {fs:g} Hz last {samples / fs:g} s; model "
+                    f"'{self.card['name']}' needs {need_s:g} s ({self.samples} samples at {self.fs:g} Hz)")
+        return None
 
     @property
     def is_quantized(self) -> bool:

@@ -21,14 +21,13 @@ from typing import Protocol
 
 import numpy as np
 
-from edge.gateway.config import TriggerConfig
+from edge.gateway.config import NYQUIST_MARGIN, TriggerConfig
 from edge.gateway.dsp import STA_LTA, Despike, SosFilter, StaLta, bandpass_sos
 from edge.gateway.features import event_features
 from edge.gateway.model import Classification
 from firmware_bridge.clock import iso_utc
 
 TRIGGER_ORDER = 2  # Butterworth order of the trigger's band-pass
-NYQUIST_MARGIN = 0.45  # the trigger's band stops at 0.45 fs whatever the config says (a 1 kHz board, say)
 
 
 class WindowClassifier(Protocol):

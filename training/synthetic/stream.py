@@ -31,13 +31,17 @@ class StreamSynth:
     falls in that block, as ``{"sample", "end", "label", "snr_db", "mechanism"}`` with the absolute onset
     sample and the absolute sample where the event's inserted record ends.
     ``regime`` sets the events' magnitudes, distances and durations (``fs`` defaults to the regime's);
-    ``mechanisms`` the set their mechanisms are drawn from.
+    ``mechanisms`` the set their mechanisms are drawn from. ``cycle`` draws the families in shuffled
+    rounds (each once per round) instead of independently, and ``regular`` puts onsets every
+    1 / ``rate_per_min`` (or as soon after as the previous event and its quiet gap allow) instead of
+    at Poisson times: a short demonstration stream then shows every family.
     """
 
     def __init__(self, fs: float | None = None, channels: int = 3, site: str | None = None, seed: int = 0,
                  families: list[str] | tuple[str, ...] = CLASSES, snr_db: tuple[float, float] = (-3.0, 30.0),
                  rate_per_min: float = 6.0, start_time: str = "2026-01-01T00:00:00.000000Z",
-                 regime: str = "high", mechanisms: str = "train"):
+                 regime: str = "high", mechanisms: str = "train", cycle: bool = False,
+                 regular: bool = False):
         if regime not in REGIMES:
             raise UserError(f"--regime = {regime!r}; allowed: {', '.join(REGIMES)}")
         if mechanisms not in MECHANISM_SETS:
@@ -51,6 +55,7 @@ class StreamSynth:
             raise UserError(f"--events-per-min = {rate_per_min:g}; expected zero or more")
         self.fs, self.channels = fs, channels
         self.families = [f for f in families if f != "noise"]  # the background is the noise
+        self.cycle, self.regular, self._round = cycle, regular, []
         self.snr_db, self.rate_per_min, self.start_time = snr_db, rate_per_min, start_time
         self.channel_names = ["Z", "N", "E"] if channels == 3 else ["Z"]
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x57EA]))
@@ -63,13 +68,20 @@ class StreamSynth:
         self._pending: list[tuple[int, np.ndarray]] = []
         self._next_onset = self._draw_onset(int(2.0 * fs))
 
-    def _draw_onset(self, earliest: int) -> int | None:
+    def _draw_onset(self, earliest: int, previous: int | None = None) -> int | None:
         if self.rate_per_min <= 0 or not self.families:
             return None
+        if self.regular:
+            return max(earliest, (previous or 0) + int(60.0 / self.rate_per_min * self.fs))
         return earliest + int(self.rng.exponential(60.0 / self.rate_per_min) * self.fs)
 
     def _inject(self, onset: int) -> dict:
-        family = str(self.rng.choice(self.families))
+        if self.cycle:
+            if not self._round:
+                self._round = [str(f) for f in self.rng.permutation(self.families)]
+            family = self._round.pop()
+        else:
+            family = str(self.rng.choice(self.families))
         lo, hi = DURATION_S[family]
         n = int((PRE_S + min(60.0, self.slow * self.rng.uniform(lo, hi))) * self.fs)
         # Synthesised on a longer grid and cut, so nothing of the event's end wraps around to its start.
@@ -81,7 +93,7 @@ class StreamSynth:
         rec[:, n - taper:] *= np.linspace(1.0, 0.0, taper)
         snr = float(self.rng.uniform(*self.snr_db))
         self._pending.append((onset - int(PRE_S * self.fs), snr_gain(rec, self.noise_rms, snr) * rec))
-        self._next_onset = self._draw_onset(onset + n + int(GAP_S * self.slow * self.fs))
+        self._next_onset = self._draw_onset(onset + n + int(GAP_S * self.slow * self.fs), onset)
         delay = getattr(self.site, "delay_samples", 0)
         return {"sample": onset + delay, "end": onset - int(PRE_S * self.fs) + n + delay, "label": family,
                 "snr_db": snr, "mechanism": src.meta["mechanism"]}
