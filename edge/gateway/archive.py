@@ -44,6 +44,8 @@ from firmware_bridge.clock import iso_utc
 
 log = logging.getLogger("stopewatch.archive")
 _DAY_FILE = re.compile(r"^[A-Z0-9]*\.[A-Z0-9]*\.[A-Z0-9]*\.[A-Z0-9]*\.D\.(\d{4})\.(\d{3})$")
+DAY_NS = 86_400 * 10**9
+AGE_CHECK_NS = 60 * 10**9
 TRIM_TO = 0.9  # a trimmed archive is cut to this fraction of max_bytes, so trims are rare
 LOG_EVERY_S = 60.0  # repeated faults of one kind: one journal line per minute with the count
 
@@ -123,7 +125,10 @@ class RingArchive:
         self._next_index: int | None = None
         self._quality = 0
         self._newest_ns = 0  # start of the latest record written
-        self._sizes: dict[Path, int] = {}
+        self._sizes: dict[Path, int] = {}  # every day file of the ring (relative path) -> bytes
+        self._day: dict[Path, tuple[int, int] | None] = {}  # its (year, day of year)
+        self._total = 0
+        self._aged_at = -AGE_CHECK_NS  # data time at which max_days was last applied
         self._log_at: dict[str, float] = defaultdict(lambda: -1e9)
         self._log_held: dict[str, int] = defaultdict(int)
         try:
@@ -143,6 +148,7 @@ class RingArchive:
             "int32": ("i", "int32", np.int32), "float32": ("f", "float32", np.float32),
         }.get(kind, ("d", "float64", np.float64))
         self._anchor = self._next_index = None
+        self._paths: dict[tuple[int, int], Path] = {}  # (row, day number) -> SDS file
 
     def write(self, counts: np.ndarray, first_sample: int, clock: TimingSource) -> None:
         """Archive the board's samples ``first_sample..`` (channels, n) in counts; never raises for I/O."""
@@ -194,7 +200,10 @@ class RingArchive:
                                          extra_headers=extra, flush_data=flush, remove_packed=True):
             head = MS3Record.parse(rec)
             self._newest_ns = max(self._newest_ns, head.starttime)
-            by_file[sds_path(self._codes, rows[head.sourceid], head.starttime)].append(rec)
+            key = (rows[head.sourceid], head.starttime // DAY_NS)
+            if key not in self._paths:
+                self._paths[key] = sds_path(self._codes, key[0], head.starttime)
+            by_file[self._paths[key]].append(rec)
         if not by_file:
             return
         self.stats.timing_quality = int(self._quality)
@@ -216,9 +225,10 @@ class RingArchive:
                 self.stats.records_dropped += len(records)
                 self._fault("write", f"cannot write {path}: {exc.strerror or exc}")
                 continue
+            written = sum(len(r) for r in records)
             self.stats.records += len(records)
-            self.stats.bytes_written += sum(len(r) for r in records)
-            self._sizes[rel] = self._sizes.get(rel, 0) + sum(len(r) for r in records)
+            self.stats.bytes_written += written
+            self._add_size(rel, written)
         self._expire()
         self._update_size()
 
@@ -230,33 +240,55 @@ class RingArchive:
                 path = Path(dirpath) / name
                 if _DAY_FILE.match(name):
                     try:
-                        self._sizes[path.relative_to(self.root)] = path.stat().st_size
+                        self._add_size(path.relative_to(self.root), path.stat().st_size)
                     except OSError:
                         continue
         self._update_size()
 
-    def _update_size(self) -> None:
-        self.stats.size_bytes = sum(self._sizes.values())
-        self.stats.files = len(self._sizes)
-        days = [d for d in map(_day_of, self._sizes) if d]
-        self.stats.oldest = "{:04d}-{:03d}".format(*min(days)) if days else None
+    def _add_size(self, rel: Path, size: int) -> None:
+        """Book ``size`` more bytes for ``rel`` (a new file is indexed by its day)."""
+        if rel not in self._sizes:
+            self._day[rel] = _day_of(rel)
+            self._sizes[rel] = 0
+        self._sizes[rel] += size
+        self._total += size
 
-    def _free_bytes(self) -> int:
+    def _set_size(self, rel: Path, size: int | None) -> None:
+        """``rel`` is now ``size`` bytes long (None: deleted)."""
+        self._total -= self._sizes.get(rel, 0)
+        if size is None:
+            self._sizes.pop(rel, None)
+            self._day.pop(rel, None)
+        else:
+            self._sizes[rel] = size
+            self._total += size
+
+    def _update_size(self) -> None:
+        self.stats.size_bytes = self._total
+        self.stats.files = len(self._sizes)
+        days = self._days()
+        self.stats.oldest = "{:04d}-{:03d}".format(*days[0]) if days else None
+
+    def _free_bytes(self) -> int | None:
+        """Free bytes on the archive's file system (of its nearest existing parent); None if unknown."""
+        where = self.root
+        while not where.exists() and where != where.parent:
+            where = where.parent
         try:
-            return shutil.disk_usage(self.root).free
+            return shutil.disk_usage(where).free
         except OSError:
-            return 0
+            return None
 
     def _days(self) -> list[tuple[int, int]]:
-        return sorted({d for d in map(_day_of, self._sizes) if d})
+        return sorted({d for d in self._day.values() if d})
 
     def _make_room(self, incoming: int) -> bool:
         """Free disk space for ``incoming`` bytes above min_free_bytes, oldest first; False if impossible."""
-        while self._free_bytes() - incoming < self.cfg.min_free_bytes:
+        while (free := self._free_bytes()) is not None and free - incoming < self.cfg.min_free_bytes:
             days = self._days()
             if len(days) > 1:
                 self._delete_day(days[0], "the disk is below archive.min_free_bytes")
-            elif days and self._trim_day(days[0], target=sum(self._sizes.values()) // 2):
+            elif days and self._trim_day(days[0], target=self._total // 2):
                 continue
             else:
                 return False
@@ -265,12 +297,13 @@ class RingArchive:
     def _expire(self) -> None:
         """Apply max_days and max_bytes."""
         days = self._days()
-        if days:
-            newest = self._newest_ns or _day_end_ns(days[-1])
+        newest = self._newest_ns or (_day_end_ns(days[-1]) if days else 0)
+        if days and newest - self._aged_at >= AGE_CHECK_NS:  # ages move slowly: looked at once a minute
+            self._aged_at = newest
             for day in days[:-1]:
-                if (newest - _day_end_ns(day)) / 86_400e9 > self.cfg.max_days:
+                if (newest - _day_end_ns(day)) / DAY_NS > self.cfg.max_days:
                     self._delete_day(day, f"older than archive.max_days = {self.cfg.max_days:g}")
-        while sum(self._sizes.values()) > self.cfg.max_bytes:
+        while self._total > self.cfg.max_bytes:
             days = self._days()
             if len(days) > 1:
                 self._delete_day(days[0], f"the archive is above archive.max_bytes = {self.cfg.max_bytes}")
@@ -278,20 +311,20 @@ class RingArchive:
                 break
 
     def _delete_day(self, day: tuple[int, int], why: str) -> None:
-        for rel in [p for p in self._sizes if _day_of(p) == day]:
+        for rel in [p for p, d in self._day.items() if d == day]:
             try:
                 (self.root / rel).unlink(missing_ok=True)
             except OSError as exc:
                 self._fault("delete", f"cannot delete {self.root / rel}: {exc.strerror or exc}")
-            self._sizes.pop(rel)
+            self._set_size(rel, None)
             self.stats.files_deleted += 1
         log.info("archive: deleted day %04d-%03d (%s)", *day, why)
 
     def _trim_day(self, day: tuple[int, int], target: int) -> bool:
         """Cut the oldest records off every file of ``day`` so that the archive shrinks to ``target`` bytes;
         False when nothing could be cut."""
-        files = [p for p in self._sizes if _day_of(p) == day]
-        total = sum(self._sizes.values())
+        files = [p for p, d in self._day.items() if d == day]
+        total = self._total
         if total <= target or not files:
             return False
         keep = target / total
@@ -313,7 +346,7 @@ class RingArchive:
             except OSError as exc:
                 self._fault("trim", f"cannot trim {path}: {exc.strerror or exc}")
                 continue
-            self._sizes[rel] = len(tail)
+            self._set_size(rel, len(tail))
             self.stats.records_trimmed += cut
             cut_any = True
         return cut_any
