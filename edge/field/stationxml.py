@@ -3,7 +3,8 @@
 One network, one station, one channel per component of the board, with the stream codes of the
 archive (edge.gateway.streams), the sensor's orientation (dip and azimuth of Z, N, E), the sampling
 rate, the sensor type and model, and the overall sensitivity: ``board.counts_per_unit`` counts per
-``board.units`` at ``stream.sensitivity_hz``. With it, SeisComP (``import_inv fdsnxml``) and ObsPy
+``board.units`` at ``stream.sensitivity_hz`` (also as a single gain-only response stage; the sensor's
+poles and zeros are not in the configuration, so the response is flat-band only). With it, SeisComP (``import_inv fdsnxml``) and ObsPy
 (``read_inventory``) use the archive directly, in physical units.
 
 Written with the standard library's ElementTree, element by element in the order the FDSN schema
@@ -83,5 +84,11 @@ def station_xml(cfg: Config, fs: float, channels: int, start: datetime | None = 
         _sub(sens, "Frequency", float(st.sensitivity_hz))
         _sub(_sub(sens, "InputUnits"), "Name", board.units)
         _sub(_sub(sens, "OutputUnits"), "Name", "count")
+        # One gain-only stage: the flat-band sensitivity is all that is known (no poles and zeros are
+        # configured), and readers that walk the stages (ObsPy's remove_sensitivity) need one.
+        stage = _sub(resp, "Stage", number="1")
+        gain = _sub(stage, "StageGain")
+        _sub(gain, "Value", float(board.counts_per_unit))
+        _sub(gain, "Frequency", float(st.sensitivity_hz))
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
