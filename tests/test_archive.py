@@ -43,9 +43,10 @@ def test_seed_channel_codes_follow_the_rate_and_the_sensor():
     assert orientation_codes(2) == "12" and orientation_codes(3, "Z12") == "Z12"
 
 
-def test_gps_stream_with_gaps_reads_back_exactly(tmp_path):
+@pytest.mark.parametrize("encoding", ["steim2", "steim1", "int32"])
+def test_gps_stream_with_gaps_reads_back_exactly(tmp_path, encoding):
     fs = 4000.0
-    archive = RingArchive(ArchiveConfig(min_free_bytes=0), tmp_path)
+    archive = RingArchive(ArchiveConfig(min_free_bytes=0, encoding=encoding), tmp_path)
     codes = stream_codes(StreamConfig(), fs, 3)
     archive.start(codes, fs, "int24")
     rng = np.random.default_rng(1)
@@ -74,7 +75,7 @@ def test_gps_stream_with_gaps_reads_back_exactly(tmp_path):
             assert tr.stats.sampling_rate == fs
     details = obspy.read(str(tmp_path / sds_path(codes, 0, T0)), details=True)
     assert {tr.stats.mseed.blkt1001.timing_quality for tr in details} == {100}
-    assert {tr.stats.mseed.encoding for tr in details} == {"STEIM2"}
+    assert {tr.stats.mseed.encoding for tr in details} == {encoding.upper()}
 
 
 def test_float_boards_are_archived_as_float32(tmp_path):
@@ -118,6 +119,9 @@ def test_the_ring_stays_under_its_limit_over_a_simulated_day(tmp_path):
     days = sorted({p.name[-8:] for p in tmp_path.rglob("*.D.*")})
     assert days == ["2026.002"], days  # noon-to-midnight of 1 January is gone, 2 January remains
     end = obspy.UTCDateTime(T0 / 1e9 + day_s)
+    for path in tmp_path.rglob("*.D.*"):  # a day file holds its day only (blocks are split at midnight)
+        st = obspy.read(str(path))
+        assert st[0].stats.starttime >= obspy.UTCDateTime(2026, 1, 2) and st[-1].stats.endtime < end
     st = SdsClient(str(tmp_path)).get_waveforms("XX", "STA01", "00", "EPZ", end - 3600, end)
     st.merge(-1)
     assert len(st) == 1 and st[0].stats.npts == 3600 * fs  # the newest hour, without a hole
@@ -132,6 +136,8 @@ def test_max_days_drops_whole_old_days(tmp_path):
     hours = 4 * 24
     gps_run(archive, fs, [(h * 36_000, np.full((1, 36_000), h, float)) for h in range(hours)])
     days = sorted(p.name[-8:] for p in tmp_path.rglob("*.D.*"))
+    first = obspy.read(str(sorted(tmp_path.rglob("*.D.2026.005"))[0]))
+    assert first[0].stats.starttime == obspy.UTCDateTime(2026, 1, 5)  # the block over midnight was split there
     # 1 Jan (from noon) .. 5 Jan (to noon): the newest data are on 5 Jan; 3 Jan ended 1.5 days before them.
     assert days == ["2026.004", "2026.005"], days
 

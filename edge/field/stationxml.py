@@ -4,8 +4,8 @@ One network, one station, one channel per component of the board, with the strea
 archive (edge.gateway.streams), the sensor's orientation (dip and azimuth of Z, N, E), the sampling
 rate, the sensor type and model, and the overall sensitivity: ``board.counts_per_unit`` counts per
 ``board.units`` at ``stream.sensitivity_hz`` (also as a single gain-only response stage; the sensor's
-poles and zeros are not in the configuration, so the response is flat-band only). With it, SeisComP (``import_inv fdsnxml``) and ObsPy
-(``read_inventory``) use the archive directly, in physical units.
+poles and zeros are not in the configuration, so the response is flat-band only). With it, SeisComP
+(``import_inv fdsnxml``) and ObsPy (``read_inventory``) use the archive directly, in physical units.
 
 Written with the standard library's ElementTree, element by element in the order the FDSN schema
 (fdsn-station-1.2.xsd) requires; the tests validate the output against that schema and read it

@@ -4,15 +4,19 @@ Layout (SeisComP Data Structure): ``{root}/YEAR/NET/STA/CHA.D/NET.STA.LOC.CHA.D.
 channel and UTC day; a record goes into the file of the day it starts in. SeisComP, ObsPy
 (``obspy.clients.filesystem.sds``) and Swarm read such a tree as it is.
 
-What is written: the board's own counts (int16/int24 boards as Steim-2 compressed int32, int32 boards as
-uncompressed int32, float32 boards as float32, text-mode boards as float64), with the board's gaps kept
+What is written: the board's own counts (int16/int24 boards as Steim-2 compressed int32, or Steim-1 or
+plain int32 as ``archive.encoding`` says; int32 boards as plain int32 unless Steim-1 is chosen, because
+Steim-2 cannot hold a full-scale int32 step; float32 boards as float32, text-mode boards as float64),
+with the board's gaps kept
 as gaps: a jump in the sample index flushes what is buffered and starts a new record. Each record's start
 time comes from the board's sample clock; within a continuous run the time follows the nominal rate and
 is re-anchored to the clock (a "time tear", counted) when the two part by more than the clock's stated
 error (at least half a sample). Every record carries the clock's SEED timing quality (blockette 1001).
 
-The packing is libmseed's (pymseed): a rolling trace list that emits full records as samples arrive,
-so the archive's latency is one record (about 0.3-1 s of a 4 kHz channel at 4096 bytes).
+The packing is libmseed's (pymseed): a rolling trace list per channel that emits full records as
+samples arrive, fed in batches of ``BATCH_S`` (1 s) so that the Python around it costs little; the
+archive's latency is that second plus one record (about 0.5 s of a 4 kHz channel at 4096 bytes).
+A day file holds only its day: a block that crosses midnight UTC is split there.
 
 The ring: after each write the oldest day files go while the archive is larger than ``max_bytes``, while a
 day ended more than ``max_days`` before the newest data, or while the disk has less than
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -34,7 +39,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -42,10 +47,14 @@ from edge.gateway.config import ArchiveConfig
 from edge.gateway.streams import StreamCodes
 from firmware_bridge.clock import iso_utc
 
+if TYPE_CHECKING:
+    from pymseed import MS3TraceList
+
 log = logging.getLogger("stopewatch.archive")
 _DAY_FILE = re.compile(r"^[A-Z0-9]*\.[A-Z0-9]*\.[A-Z0-9]*\.[A-Z0-9]*\.D\.(\d{4})\.(\d{3})$")
 DAY_NS = 86_400 * 10**9
 AGE_CHECK_NS = 60 * 10**9
+BATCH_S = 1.0  # samples are packed in batches of this many seconds (the archive's latency, plus a record)
 TRIM_TO = 0.9  # a trimmed archive is cut to this fraction of max_bytes, so trims are rare
 LOG_EVERY_S = 60.0  # repeated faults of one kind: one journal line per minute with the count
 
@@ -110,14 +119,15 @@ class RingArchive:
     """Writes sample blocks of one board as miniSEED into the SDS ring under ``root``."""
 
     def __init__(self, cfg: ArchiveConfig, root: str | os.PathLike):
-        from pymseed import DataEncoding, MS3TraceList
+        from pymseed import DataEncoding
 
         self.cfg = cfg
         self.root = Path(root)
         self.stats = ArchiveStats()
-        self._encodings = {"steim2": DataEncoding.STEIM2, "int32": DataEncoding.INT32,
-                           "float32": DataEncoding.FLOAT32, "float64": DataEncoding.FLOAT64}
-        self._traces = MS3TraceList()
+        self._encodings = {"steim2": DataEncoding.STEIM2, "steim1": DataEncoding.STEIM1,
+                           "int32": DataEncoding.INT32, "float32": DataEncoding.FLOAT32,
+                           "float64": DataEncoding.FLOAT64}
+        self._traces: list[MS3TraceList] = []
         self._codes: StreamCodes | None = None
         self._fs = 0.0
         self._sample_type, self._encoding, self._dtype = "i", "steim2", np.dtype(np.int32)
@@ -141,14 +151,21 @@ class RingArchive:
     def start(self, codes: StreamCodes, fs: float, kind: str) -> None:
         """A new stream (first block, or the board restarted with another rate or layout). ``kind`` is the
         board's sample format: ``int16``, ``int24``, ``int32``, ``float32`` or ``text``."""
+        from pymseed import MS3TraceList
+
         self.flush()
         self._codes, self._fs = codes, float(fs)
-        self._sample_type, self._encoding, self._dtype = {
-            "int16": ("i", "steim2", np.int32), "int24": ("i", "steim2", np.int32),
-            "int32": ("i", "int32", np.int32), "float32": ("f", "float32", np.float32),
+        integer = self.cfg.encoding if self.cfg.encoding != "steim2" or kind != "int32" else "int32"
+        self._sample_type, self._encoding, self._dtype = {  # Steim-2 cannot hold int32 full-scale steps
+            "int16": ("i", self.cfg.encoding, np.int32), "int24": ("i", self.cfg.encoding, np.int32),
+            "int32": ("i", integer, np.int32), "float32": ("f", "float32", np.float32),
         }.get(kind, ("d", "float64", np.float64))
+        self._traces = [MS3TraceList() for _ in codes.channels]  # one per channel: each record's file is known
         self._anchor = self._next_index = None
-        self._paths: dict[tuple[int, int], Path] = {}  # (row, day number) -> SDS file
+        self._pending: list[np.ndarray] = []
+        self._pending_start = 0
+        self._pending_n = 0
+        self._buffer_day: int | None = None  # day number (ns // DAY_NS) of what the trace lists hold
 
     def write(self, counts: np.ndarray, first_sample: int, clock: TimingSource) -> None:
         """Archive the board's samples ``first_sample..`` (channels, n) in counts; never raises for I/O."""
@@ -159,7 +176,7 @@ class RingArchive:
         if self._next_index is None or first_sample != self._next_index:
             if self._next_index is not None:
                 self.stats.gaps += 1
-                self._pack(flush=True)  # the run before the gap is complete: its last record goes out now
+                self._flush_run()  # the run before the gap is complete: its last record goes out now
             self._anchor = (first_sample, t_clock)
         else:
             idx0, t0 = self._anchor
@@ -167,43 +184,75 @@ class RingArchive:
             tolerance = max(0.5e9 / self._fs, clock.error_ns or 0)
             if abs(t_clock - t_run) > tolerance:
                 self.stats.time_tears += 1
-                self._pack(flush=True)
+                self._flush_run()
                 self._anchor = (first_sample, t_clock)
         idx0, t0 = self._anchor
         start_ns = t0 + round((first_sample - idx0) * 1e9 / self._fs)
         self._quality = clock.quality
-        data = np.ascontiguousarray(counts, dtype=self._dtype)
-        for row in range(data.shape[0]):
-            self._traces.add_data(self._codes.source_id(row), data[row], self._sample_type, self._fs,
-                                  starttime=start_ns)
         self._next_index = first_sample + n
-        self._pack(flush=False)
+        data = np.asarray(counts)
+        midnight = (start_ns // DAY_NS + 1) * DAY_NS
+        split = min(n, max(0, math.ceil((midnight - start_ns) * self._fs / 1e9)))
+        if split < n:  # a day file holds only its day: the part after midnight starts the next file
+            self._queue(data[:, :split], start_ns)
+            self._flush_run()
+            start_ns, data = start_ns + round(split * 1e9 / self._fs), data[:, split:]
+        self._queue(data, start_ns)
+        if self._pending_n >= BATCH_S * self._fs:
+            self._feed()
+            self._pack(flush=False)
 
     def flush(self) -> None:
         """Write out everything buffered (shutdown, a gap, a new stream), as short records if need be."""
         if self._codes is not None and self._next_index is not None:
-            self._pack(flush=True)
+            self._flush_run()
 
     def health(self) -> dict:
         """Health's ``archive`` object."""
         return asdict(self.stats)
 
-    # ------------------------------------------------------------------ records -> files
-    def _pack(self, flush: bool) -> None:
-        from pymseed import MS3Record
+    # ------------------------------------------------------------------ samples -> records -> files
+    def _queue(self, data: np.ndarray, start_ns: int) -> None:
+        """Hold contiguous samples until a batch is worth packing (fewer, larger libmseed calls)."""
+        if not data.shape[1]:
+            return
+        if not self._pending:
+            self._pending_start = start_ns
+        self._pending.append(data)
+        self._pending_n += data.shape[1]
 
+    def _feed(self) -> None:
+        """Hand the held samples to the trace lists."""
+        if not self._pending:
+            return
+        day = self._pending_start // DAY_NS
+        if self._buffer_day is not None and day != self._buffer_day:
+            self._pack(flush=True)  # the lists still hold the end of the day before: into its own file
+        data = np.ascontiguousarray(np.concatenate(self._pending, axis=1) if len(self._pending) > 1
+                                    else self._pending[0], dtype=self._dtype)
+        self._buffer_day = day
+        self._newest_ns = max(self._newest_ns, self._pending_start)
+        for row, traces in enumerate(self._traces):
+            traces.add_data(self._codes.source_id(row), data[row], self._sample_type, self._fs,
+                            starttime=self._pending_start)
+        self._pending, self._pending_n = [], 0
+
+    def _flush_run(self) -> None:
+        self._feed()
+        self._pack(flush=True)
+
+    def _pack(self, flush: bool) -> None:
+        if self._buffer_day is None:
+            return
         extra = json.dumps({"FDSN": {"Time": {"Quality": int(self._quality)}}})
-        by_file: dict[Path, list[bytes]] = defaultdict(list)
-        rows = {self._codes.source_id(i): i for i in range(len(self._codes.channels))}
-        for rec in self._traces.generate(max_record_length=self.cfg.record_bytes,
-                                         encoding=self._encodings[self._encoding], format_version=2,
-                                         extra_headers=extra, flush_data=flush, remove_packed=True):
-            head = MS3Record.parse(rec)
-            self._newest_ns = max(self._newest_ns, head.starttime)
-            key = (rows[head.sourceid], head.starttime // DAY_NS)
-            if key not in self._paths:
-                self._paths[key] = sds_path(self._codes, key[0], head.starttime)
-            by_file[self._paths[key]].append(rec)
+        by_file: dict[Path, list[bytes]] = {}
+        t_day = self._buffer_day * DAY_NS
+        for row, traces in enumerate(self._traces):
+            records = list(traces.generate(max_record_length=self.cfg.record_bytes,
+                                           encoding=self._encodings[self._encoding], format_version=2,
+                                           extra_headers=extra, flush_data=flush, remove_packed=True))
+            if records:
+                by_file[sds_path(self._codes, row, t_day)] = records
         if not by_file:
             return
         self.stats.timing_quality = int(self._quality)

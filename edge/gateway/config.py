@@ -130,6 +130,7 @@ class ArchiveConfig:
     max_bytes: int = 2_000_000_000  # the oldest records go when the archive grows past this
     min_free_bytes: int = 500_000_000  # headroom left on the disk for the outbox and the system
     record_bytes: int = 4096  # miniSEED record length: 512 to 65536, a power of two
+    encoding: str = "steim2"  # integer boards: steim2 (smallest) | steim1 (faster) | int32 (uncompressed)
 
 
 @dataclass
@@ -175,7 +176,8 @@ class Config:
 # The STA/LTA kinds edge.gateway.dsp.STA_LTA implements (named here so a config is checked without scipy).
 STA_LTA_METHODS = ("recursive", "classic")
 INSTRUMENTS = ("geophone", "seismometer", "accelerometer")
-_CHOICES = {"trigger.method": STA_LTA_METHODS, "mqtt.protocol": ("5", "3.1.1"), "stream.instrument": INSTRUMENTS}
+_CHOICES = {"trigger.method": STA_LTA_METHODS, "mqtt.protocol": ("5", "3.1.1"), "stream.instrument": INSTRUMENTS,
+            "archive.encoding": ("steim2", "steim1", "int32")}
 _POSITIVE = {"board.baudrate", "board.counts_per_unit", "board.text_fs", "board.reconnect_max_s", "model.threads",
              "trigger.highpass_hz", "trigger.lowpass_hz", "trigger.sta_s", "trigger.lta_s", "trigger.on",
              "trigger.off", "trigger.coincidence", "trigger.min_duration_s", "trigger.max_duration_s",
