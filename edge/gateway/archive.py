@@ -14,8 +14,9 @@ is re-anchored to the clock (a "time tear", counted) when the two part by more t
 error (at least half a sample). Every record carries the clock's SEED timing quality (blockette 1001).
 
 The packing is libmseed's (pymseed): a rolling trace list per channel that emits full records as
-samples arrive, fed in batches of ``BATCH_S`` (1 s) so that the Python around it costs little; the
-archive's latency is that second plus one record (about 0.5 s of a 4 kHz channel at 4096 bytes).
+samples arrive, fed in batches of ``BATCH_S`` (5 s: a third less CPU than 1 s batches in
+bench/bench_pipeline.py); the archive's latency is those 5 s plus one record (about 0.5 s of a 4 kHz
+channel at 4096 bytes), and a killed daemon loses at most that much (SIGTERM writes everything).
 A day file holds only its day: a block that crosses midnight UTC is split there.
 
 The ring: after each write the oldest day files go while the archive is larger than ``max_bytes``, while a
@@ -54,7 +55,7 @@ log = logging.getLogger("stopewatch.archive")
 _DAY_FILE = re.compile(r"^[A-Z0-9]*\.[A-Z0-9]*\.[A-Z0-9]*\.[A-Z0-9]*\.D\.(\d{4})\.(\d{3})$")
 DAY_NS = 86_400 * 10**9
 AGE_CHECK_NS = 60 * 10**9
-BATCH_S = 1.0  # samples are packed in batches of this many seconds (the archive's latency, plus a record)
+BATCH_S = 5.0  # samples are packed in batches of this many seconds (the archive's latency, plus a record)
 TRIM_TO = 0.9  # a trimmed archive is cut to this fraction of max_bytes, so trims are rare
 LOG_EVERY_S = 60.0  # repeated faults of one kind: one journal line per minute with the count
 
@@ -139,6 +140,9 @@ class RingArchive:
         self._day: dict[Path, tuple[int, int] | None] = {}  # its (year, day of year)
         self._total = 0
         self._aged_at = -AGE_CHECK_NS  # data time at which max_days was last applied
+        self._files: dict[Path, object] = {}  # open append handles of the current day's files
+        self._paths: dict[tuple[int, int], Path] = {}  # (row, day number) -> SDS file, current day only
+        self._days_sorted: list[tuple[int, int]] | None = None  # cache of _days()
         self._log_at: dict[str, float] = defaultdict(lambda: -1e9)
         self._log_held: dict[str, int] = defaultdict(int)
         try:
@@ -154,6 +158,9 @@ class RingArchive:
         from pymseed import MS3TraceList
 
         self.flush()
+        for rel in list(self._files):
+            self._close(rel)
+        self._paths = {}
         self._codes, self._fs = codes, float(fs)
         integer = self.cfg.encoding if self.cfg.encoding != "steim2" or kind != "int32" else "int32"
         self._sample_type, self._encoding, self._dtype = {  # Steim-2 cannot hold int32 full-scale steps
@@ -246,13 +253,16 @@ class RingArchive:
             return
         extra = json.dumps({"FDSN": {"Time": {"Quality": int(self._quality)}}})
         by_file: dict[Path, list[bytes]] = {}
-        t_day = self._buffer_day * DAY_NS
         for row, traces in enumerate(self._traces):
             records = list(traces.generate(max_record_length=self.cfg.record_bytes,
                                            encoding=self._encodings[self._encoding], format_version=2,
                                            extra_headers=extra, flush_data=flush, remove_packed=True))
             if records:
-                by_file[sds_path(self._codes, row, t_day)] = records
+                key = (row, self._buffer_day)
+                if key not in self._paths:
+                    self._paths = {key: sds_path(self._codes, row, self._buffer_day * DAY_NS),
+                                   **{k: v for k, v in self._paths.items() if k[1] == self._buffer_day}}
+                by_file[self._paths[key]] = records
         if not by_file:
             return
         self.stats.timing_quality = int(self._quality)
@@ -266,10 +276,11 @@ class RingArchive:
         for rel, records in by_file.items():
             path = self.root / rel
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with open(path, "ab") as f:
-                    f.write(b"".join(records))
+                f = self._handle(rel)
+                f.write(b"".join(records))
+                f.flush()  # into the OS: a killed daemon loses nothing it reported as written
             except OSError as exc:
+                self._close(rel)
                 self.stats.write_errors += 1
                 self.stats.records_dropped += len(records)
                 self._fault("write", f"cannot write {path}: {exc.strerror or exc}")
@@ -280,6 +291,32 @@ class RingArchive:
             self._add_size(rel, written)
         self._expire()
         self._update_size()
+
+    def _handle(self, rel: Path):
+        """The open append handle of a day file (files of other days are closed: they are complete)."""
+        f = self._files.get(rel)
+        if f is None:
+            day = _day_of(rel)
+            for other in [r for r in self._files if _day_of(r) != day]:
+                self._close(other)
+            path = self.root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = self._files[rel] = open(path, "ab")  # noqa: SIM115 - kept open across writes, closed in _close
+        return f
+
+    def _close(self, rel: Path) -> None:
+        f = self._files.pop(rel, None)
+        if f is not None:
+            try:
+                f.close()
+            except OSError as exc:
+                self._fault("write", f"cannot close {self.root / rel}: {exc.strerror or exc}")
+
+    def close(self) -> None:
+        """Flush and close (the daemon's shutdown)."""
+        self.flush()
+        for rel in list(self._files):
+            self._close(rel)
 
     # ------------------------------------------------------------------ the ring
     def _scan(self) -> None:
@@ -299,6 +336,7 @@ class RingArchive:
         if rel not in self._sizes:
             self._day[rel] = _day_of(rel)
             self._sizes[rel] = 0
+            self._days_sorted = None
         self._sizes[rel] += size
         self._total += size
 
@@ -308,6 +346,7 @@ class RingArchive:
         if size is None:
             self._sizes.pop(rel, None)
             self._day.pop(rel, None)
+            self._days_sorted = None
         else:
             self._sizes[rel] = size
             self._total += size
@@ -329,7 +368,9 @@ class RingArchive:
             return None
 
     def _days(self) -> list[tuple[int, int]]:
-        return sorted({d for d in self._day.values() if d})
+        if self._days_sorted is None:
+            self._days_sorted = sorted({d for d in self._day.values() if d})
+        return self._days_sorted
 
     def _make_room(self, incoming: int) -> bool:
         """Free disk space for ``incoming`` bytes above min_free_bytes, oldest first; False if impossible."""
@@ -361,6 +402,7 @@ class RingArchive:
 
     def _delete_day(self, day: tuple[int, int], why: str) -> None:
         for rel in [p for p, d in self._day.items() if d == day]:
+            self._close(rel)
             try:
                 (self.root / rel).unlink(missing_ok=True)
             except OSError as exc:
@@ -385,6 +427,7 @@ class RingArchive:
             cut = records - int(records * keep)
             if cut <= 0:
                 continue
+            self._close(rel)  # reopened for appending at the next write
             try:
                 with open(path, "rb") as f:
                     f.seek(cut * reclen)

@@ -438,7 +438,7 @@ class Daemon:
             if self.pipeline is not None:
                 self._emit(self.pipeline.flush())
             if self.archive is not None:
-                self.archive.flush()  # the last partial records
+                self.archive.close()  # the last partial records
         except Exception:  # a broken outbox after a worker died: report it, still stop cleanly
             log.exception("draining failed; events of the last blocks may not be stored")
             self.exit_code = 1
