@@ -14,8 +14,8 @@ is re-anchored to the clock (a "time tear", counted) when the two part by more t
 error (at least half a sample). Every record carries the clock's SEED timing quality (blockette 1001).
 
 The packing is libmseed's (pymseed): a rolling trace list per channel that emits full records as
-samples arrive, fed in batches of ``BATCH_S`` (5 s: a third less CPU than 1 s batches in
-bench/bench_pipeline.py); the archive's latency is those 5 s plus one record (about 0.5 s of a 4 kHz
+samples arrive, fed in batches of ``BATCH_S`` (5 s: the Python around each batch costs more than
+libmseed's packing of a 1 s batch); the archive's latency is those 5 s plus one record (about 0.5 s of a 4 kHz
 channel at 4096 bytes), and a killed daemon loses at most that much (SIGTERM writes everything).
 A day file holds only its day: a block that crosses midnight UTC is split there.
 
