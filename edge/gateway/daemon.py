@@ -274,8 +274,7 @@ class Daemon:
             self.events_out += 1
             self._log_event(msg)
             if self.metrics is not None:
-                recent = self.pipeline.stats.inference_ms if self.pipeline is not None else None
-                self.metrics.observe_event(recent[-1] if recent else None, event.latency_ms)
+                self.metrics.observe_event(event.inference_ms, event.latency_ms)
 
     def _log_event(self, msg: dict) -> None:
         """One journal line per event, at most ``EVENT_LOG_PER_S`` a second (a drilling shift must not fill
@@ -309,10 +308,10 @@ class Daemon:
                                          self.pipeline.clock)
             else:
                 self.pipeline.classifier = classifier
-        if (cfg.mqtt, cfg.node, cfg.board, cfg.stream, cfg.archive) != \
-                (self.cfg.mqtt, self.cfg.node, self.cfg.board, self.cfg.stream, self.cfg.archive):
-            log.warning("reload: [mqtt], [node], [board], [stream] and [archive] changes take effect at the next "
-                        "restart")
+        if (cfg.mqtt, cfg.node, cfg.board, cfg.stream, cfg.archive, cfg.metrics) != \
+                (self.cfg.mqtt, self.cfg.node, self.cfg.board, self.cfg.stream, self.cfg.archive, self.cfg.metrics):
+            log.warning("reload: [mqtt], [node], [board], [stream], [archive] and [metrics] changes take effect at "
+                        "the next restart")
         self.cfg.trigger, self.cfg.model = cfg.trigger, cfg.model
         self.classifier = classifier
         self.messenger.model = classifier.identity

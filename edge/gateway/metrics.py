@@ -122,9 +122,9 @@ class MetricsServer:
                             f"({exc.strerror or exc}); choose a free port or set metrics.enabled = false") from None
         log.info("Prometheus metrics on http://%s:%d/metrics", self.cfg.bind, self.cfg.port)
 
-    def observe_event(self, inference_ms: float | None, latency_ms: float) -> None:
-        if inference_ms is not None:
-            self.inference.observe(inference_ms / 1000.0)
+    def observe_event(self, inference_ms: float, latency_ms: float) -> None:
+        """One classified event: its classifier time and its window-close-to-described latency."""
+        self.inference.observe(inference_ms / 1000.0)
         self.event_latency.observe(latency_ms / 1000.0)
 
     def stop(self) -> None:
