@@ -210,3 +210,20 @@ def test_daemon_archive_round_trip_events_and_metrics(mqtt_broker, tmp_path):
     assert metrics["stopewatch_inference_seconds_count"] == metrics["stopewatch_event_latency_seconds_count"]
     assert metrics["stopewatch_inference_seconds_count"] >= 1
     assert metrics["stopewatch_inference_seconds_bucket{le=+Inf}"] == metrics["stopewatch_inference_seconds_count"]
+
+
+def test_a_busy_metrics_port_is_one_clear_line(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "node.toml"
+        cfg.write_text(f'[node]\nstate_dir = "{tmp_path / "state"}"\n[model]\npath = "{shipped_model()}"\n'
+                       f'[board]\nport = "{tmp_path / "no-board"}"\n[metrics]\nenabled = true\nport = {port}\n')
+        proc = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)], capture_output=True,
+                              text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("stopewatch: error:")]
+    assert len(lines) == 1 and f"127.0.0.1:{port}: cannot listen" in lines[0] and "Traceback" not in proc.stderr
