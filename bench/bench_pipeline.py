@@ -1,9 +1,12 @@
-"""Pipeline throughput on one core, and streaming STA/LTA against ObsPy.
+"""Pipeline throughput on one core, streaming STA/LTA against ObsPy, and the archive's cost.
 
 Targets: the whole pipeline (trigger + window extraction + int8 classification +
 features) runs >= 500x real time on 3 channels x 10 kHz, the DSP alone >= 1000x; streaming
 STA/LTA is compared with ObsPy on the whole array and with recomputing ObsPy over a rolling
-buffer on every packet (how rsudp does it). Prints and saves bench/results/pipeline.json.
+buffer on every packet (how rsudp does it). The miniSEED ring archive (edge.gateway.archive) is fed
+the same stream as counts, packet by packet, per encoding: its CPU time as a fraction of the
+pipeline's (target <= 10 %) and the resident memory it adds (target <= 10 MB: pymseed's import, the
+trace lists, the batch). Prints and saves bench/results/pipeline.json.
 
     .venv/bin/python bench/bench_pipeline.py [--seconds 600] [--model models/triaxial]
 """
@@ -11,9 +14,12 @@ buffer on every packet (how rsudp does it). Prints and saves bench/results/pipel
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,8 +32,9 @@ import numpy as np  # noqa: E402
 from bench_generate import cpu_model  # noqa: E402  (bench/ is the script's directory)
 from obspy.signal.trigger import classic_sta_lta, recursive_sta_lta  # noqa: E402
 
-from edge.gateway.config import TriggerConfig  # noqa: E402
+from edge.gateway.config import ArchiveConfig, StreamConfig, TriggerConfig  # noqa: E402
 from edge.gateway.dsp import RecursiveStaLta  # noqa: E402
+from edge.gateway.health import rss_mb  # noqa: E402
 from edge.gateway.model import Classifier  # noqa: E402
 from edge.gateway.pipeline import Detector, Pipeline, fixed_clock  # noqa: E402
 from training.synthetic.stream import StreamSynth  # noqa: E402
@@ -52,6 +59,66 @@ def timed(fn) -> float:
     t0 = time.process_time()
     fn()
     return time.process_time() - t0
+
+
+class GpsClock:
+    """A disciplined board's clock (what SampleClock gives with GPS stamps), without SampleClock's own cost:
+    the daemon keeps that clock whether it archives or not."""
+
+    error_ns, quality = 1000, 100
+
+    def time_ns(self, index: int | float) -> int:
+        return 1_767_225_600 * 10**9 + round(index * 1e9 / FS)
+
+
+def archive_cost(counts: np.ndarray, packet: int, encoding: str) -> dict:
+    """CPU seconds, bytes per sample and RSS added by archiving ``counts`` packet by packet."""
+    from edge.gateway.streams import stream_codes
+
+    gc.collect()
+    rss0 = rss_mb()
+    root = Path(tempfile.mkdtemp(prefix="bench-archive-"))
+    peak = rss0
+    try:
+        def run() -> None:
+            nonlocal peak
+            from edge.gateway.archive import RingArchive
+
+            archive = RingArchive(ArchiveConfig(min_free_bytes=0, max_bytes=10**12, encoding=encoding), root)
+            archive.start(stream_codes(StreamConfig(), FS, counts.shape[0]), FS, "int24")
+            clock = GpsClock()
+            for k, at in enumerate(range(0, counts.shape[1], packet)):
+                archive.write(counts[:, at:at + packet], at, clock)
+                if k % 50 == 0:
+                    peak = max(peak, rss_mb())
+            archive.flush()
+            peak = max(peak, rss_mb())
+
+        cpu = timed(run)
+        size = sum(p.stat().st_size for p in root.rglob("*.D.*"))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return {"cpu_s": cpu, "bytes_per_sample": round(size / counts.size, 3), "rss_added_mb": round(peak - rss0, 1)}
+
+
+def libmseed_only(counts: np.ndarray, encoding: str, batch_s: float = 5.0) -> float:
+    """CPU seconds of libmseed's packing alone (pymseed trace lists, no files, no ring): the floor."""
+    from pymseed import DataEncoding, MS3TraceList
+
+    enc = {"steim2": DataEncoding.STEIM2, "steim1": DataEncoding.STEIM1, "int32": DataEncoding.INT32}[encoding]
+    n = int(batch_s * FS)
+
+    def run() -> None:
+        lists = [MS3TraceList() for _ in range(counts.shape[0])]
+        for at in range(0, counts.shape[1], n):
+            for row, tl in enumerate(lists):
+                tl.add_data(f"FDSN:XX_STA01_00_J_P_{row}", np.ascontiguousarray(counts[row, at:at + n]), "i", FS,
+                            starttime=1_767_225_600 * 10**9 + round(at * 1e9 / FS))
+                for _ in tl.generate(max_record_length=4096, encoding=enc, format_version=2, flush_data=False,
+                                     remove_packed=True):
+                    pass
+
+    return timed(run)
 
 
 def main() -> None:
@@ -96,6 +163,13 @@ def main() -> None:
         for end in range(packet, rolling_n + 1, packet):
             recursive_sta_lta(x[max(0, end - buffer):end], nsta, nlta)
 
+    # The archive on the same stream, as the daemon feeds it: the board's counts (1e9 counts per m/s, the
+    # simulator's default scale), packet by packet. Steim-2 first: its import is counted in its RSS.
+    counts = np.clip(np.rint(data.astype(np.float64) * 1e9), -(2**23), 2**23 - 1).astype(np.int32)
+    archive = {enc: archive_cost(counts, packet, enc) for enc in ("steim2", "steim1", "int32")}
+    packing = {enc: libmseed_only(counts, enc) for enc in archive}
+    del counts
+
     t_ours, t_obspy = timed(ours), timed(lambda: recursive_sta_lta(x, nsta, nlta))
     t_obspy_classic = timed(lambda: classic_sta_lta(x, nsta, nlta))
     t_rolling = timed(rolling) * n / rolling_n
@@ -110,6 +184,15 @@ def main() -> None:
         "targets": {"whole_pipeline": ">= 500x", "dsp_only": ">= 1000x"},
         "met": {"whole_pipeline": seconds / t_whole >= 500, "dsp_only": seconds / t_dsp >= 1000},
         "per_window_ms": round(1000 * (t_whole - t_dsp) / max(len(events), 1), 3),
+        "archive": {
+            enc: {"cpu_fraction_of_pipeline": round(a["cpu_s"] / t_whole, 3),
+                  "libmseed_packing_alone_fraction_of_pipeline": round(packing[enc] / t_whole, 3),
+                  "x_real_time": round(seconds / a["cpu_s"], 1), "bytes_per_sample": a["bytes_per_sample"],
+                  "rss_added_mb": a["rss_added_mb"]}
+            for enc, a in archive.items()},
+        "archive_targets": {"cpu_fraction_of_pipeline": "<= 0.10", "rss_added_mb": "<= 10"},
+        "archive_met": {enc: {"cpu": a["cpu_s"] / t_whole <= 0.10, "rss": a["rss_added_mb"] <= 10}
+                        for enc, a in archive.items()},
         "sta_lta_one_channel_x_real_time": {
             "stopewatch_streaming_recursive": round(seconds / t_ours, 1),
             "obspy_recursive_whole_array": round(seconds / t_obspy, 1),

@@ -512,8 +512,43 @@ def _cmd_model_test(args: argparse.Namespace) -> int:
     return 0 if result["right"] == result["total"] else 1
 
 
+def _cmd_station_xml(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edge.field.stationxml import station_xml
+    from edge.formats import parse_time
+    from edge.gateway.config import load_config
+
+    cfg = load_config(args.config)
+    fs = args.fs if args.fs is not None else cfg.board.text_fs
+    if not 0 < fs <= 1e6:
+        raise UserError(f"station-xml --fs = {fs:g}; expected a rate in Hz above 0 and up to 1e6")
+    if not 1 <= args.channels <= 9:
+        raise UserError(f"station-xml --channels = {args.channels}; expected 1-9")
+    start = parse_time(args.start, "station-xml --start") if args.start else None
+    doc = station_xml(cfg, fs, args.channels, start)
+    if args.out in (None, "-"):
+        sys.stdout.buffer.write(doc)
+    else:
+        try:
+            Path(args.out).write_bytes(doc)
+        except OSError as exc:
+            raise UserError(f"station-xml --out {args.out}: cannot write ({exc.strerror or exc})") from None
+        print(f"wrote {args.out}: {args.channels} channels at {fs:g} Hz", file=sys.stderr)
+    return 0
+
+
 def _add_field(sub: argparse._SubParsersAction) -> None:
     conf = "/etc/stopewatch/stopewatch.toml"
+    x = sub.add_parser("station-xml", help="write the node's inventory (channels, orientation, rate, sensitivity) "
+                       "as FDSN StationXML")
+    x.add_argument("--config", default=conf, help=f"daemon configuration (default {conf}): [stream], [board]")
+    x.add_argument("--fs", type=float, help="the board's sampling rate in Hz (default: board.text_fs)")
+    x.add_argument("--channels", type=int, default=3, help="the board's channels (default 3)")
+    x.add_argument("--start", help="start of the channels' epoch, ISO-8601 UTC (default: today 00:00 UTC)")
+    x.add_argument("--out", help="file to write (default: standard output)")
+    x.set_defaults(func=_cmd_station_xml)
+
     i = sub.add_parser("install", help="set this gateway up as a systemd service (run as root)")
     i.add_argument("--site", help="mine site id")
     i.add_argument("--node", help="this gateway's node id")

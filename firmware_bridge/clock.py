@@ -52,6 +52,12 @@ def parse_iso_utc(text: str) -> int:
 _US = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
 
 
+GPS_ERROR_NS = 1_000  # a GPS/PPS-disciplined board's stamp: 1 us
+HOST_ERROR_NS = 1_000_000  # host arrival times: never better than 1 ms (USB polling, the scheduler)
+HOST_FIT_MIN = 64  # host observations before the fit is trusted (as SampleClock._fit)
+HOST_UNFITTED_NS = 50_000_000  # before that: 50 ms
+
+
 def _slope(x: np.ndarray, y: np.ndarray) -> float:
     xm, ym = x.mean(), y.mean()
     return float(((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum())
@@ -83,6 +89,7 @@ class SampleClock:
         self.disciplined = False
         self.rate = self.fs  # fitted samples per second of the reference clock
         self.offset_ns = 0.0  # fitted time of _ref_idx relative to _ref_t
+        self._spread_ns = 0.0  # scatter of the observations about the fit (see error_ns)
         self.restarts = 0
 
     def reset(self) -> None:
@@ -147,6 +154,39 @@ class SampleClock:
             offset = float(np.quantile(resid, self.quantile)) if self._n >= 8 else float(resid.min())
         self.rate = 1e9 / slope
         self.offset_ns = offset
+        if self.disciplined:  # board stamps: how far they scatter about the fitted line
+            spread = float(np.abs(resid - offset).max())
+        else:  # host arrivals: how far most of them arrive behind the least-delayed ones the line follows
+            spread = float(np.quantile(resid, 0.95)) - offset if self._n >= 8 else float(np.ptp(resid))
+        self._spread_ns = spread
+
+    @property
+    def error_ns(self) -> int | None:
+        """The stated timing error of :meth:`time_ns` (ns), None before the first observation.
+
+        Board (GPS) time stamps: the largest scatter of the stamps about the fitted line, at least
+        ``GPS_ERROR_NS``. Host arrival times: the spread of arrival delays above the fitted line (its 95th
+        percentile), at least ``HOST_ERROR_NS`` (the USB poll and scheduler latency the line cannot see),
+        and, until ``HOST_FIT_MIN`` observations, a flat ``HOST_UNFITTED_NS``.
+        """
+        if self._n == 0:
+            return None
+        if self.disciplined:
+            return int(max(self._spread_ns, GPS_ERROR_NS))
+        if self._n < HOST_FIT_MIN:
+            return HOST_UNFITTED_NS
+        return int(max(self._spread_ns, HOST_ERROR_NS))
+
+    @property
+    def quality(self) -> int:
+        """SEED timing quality, 0-100 (miniSEED blockette 1001): 100 for board (GPS) stamps; for the host
+        fit 80 at 1 ms error, 10 less per doubling, at least 10; 0 before any observation."""
+        err = self.error_ns
+        if err is None:
+            return 0
+        if self.disciplined:
+            return 100
+        return int(min(80, max(10, round(80 - 10 * np.log2(max(err, 1) / 1e6)))))
 
     def time_ns(self, index: int | float) -> int:
         """UTC of sample ``index`` in ns since the epoch (raises if nothing was observed yet)."""

@@ -312,7 +312,7 @@ def test_gateway_commands_never_load_tensorflow(tmp_path):
 import sys
 from edge.cli import main
 assert main(["replay", "--config", {str(config)!r}, {str(stream)!r}, "--events-out", {str(events_out)!r}]) == 0
-import edge.gateway.daemon, edge.gateway.mqtt
+import edge.gateway.daemon, edge.gateway.mqtt, edge.gateway.archive, edge.gateway.metrics, edge.field.stationxml
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras", "training"))
 assert not [m for m in loaded if not m.startswith("training.synthetic")] and not any(
     m.startswith(("tensorflow", "keras", "tf_keras")) for m in loaded), loaded

@@ -40,10 +40,10 @@ def make_cfg(tmp_path: Path, port: int, max_events: int = 100_000, **mqtt) -> ob
 
 
 def sample_event(seq: int, boot_id: str = "boot-1", label: str = "blast") -> dict:
-    """A complete stopewatch.event/1 message as the daemon builds it."""
+    """A complete stopewatch.event/2 message as the daemon builds it."""
     probs = dict.fromkeys(("microseismic", "blast", "drilling", "electrical", "mechanical", "noise"), 0.02)
     probs[label if label in probs else "blast"] = 0.9
-    return {"schema": "stopewatch.event/1", "event_id": f"s1.n1.{boot_id}.{seq}", "site": "s1", "node": "n1",
+    return {"schema": "stopewatch.event/2", "event_id": f"s1.n1.{boot_id}.{seq}", "site": "s1", "node": "n1",
             "boot_id": boot_id, "seq": seq, "trigger_time": "2025-03-01T12:00:00.123456Z",
             "window": {"start": "2025-03-01T12:00:00.000000Z", "fs": 4000.0, "samples": 2048,
                        "channels": ["Z", "N", "E"]},
@@ -51,7 +51,13 @@ def sample_event(seq: int, boot_id: str = "boot-1", label: str = "blast") -> dic
             "features": {"ppv": 1.2e-4, "dominant_hz": 412.0, "duration_s": 0.08, "snr_db": 21.5,
                          "sta_lta_max": 9.3, "energy": 3.1e-9, "band_energy": {"20-100": 0.1, "100-500": 0.9},
                          "clipped": False},
-            "latency_ms": 3.2, "historical": False}
+            "latency_ms": 3.2, "historical": False,
+            "stream": {"network": "XX", "station": "STA01", "location": "00", "channels": ["GPZ", "GPN", "GPE"]},
+            "archive": {"start": "2025-03-01T12:00:00.000000Z", "end": "2025-03-01T12:00:00.512000Z",
+                        "files": ["2025/XX/STA01/GPZ.D/XX.STA01.00.GPZ.D.2025.060"]},
+            "units": {"ppv": "m/s", "dominant_hz": "Hz", "duration_s": "s", "snr_db": "dB", "sta_lta_max": "1",
+                      "energy": "(m/s)^2*s", "band_energy": "1", "clipped": "boolean"},
+            "timing": {"clock": "board", "locked": True, "error_s": 1e-06, "quality": 100}}
 
 
 @pytest.fixture

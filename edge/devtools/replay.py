@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +13,10 @@ from edge.devtools.scoring import score_events
 from edge.errors import UserError
 from edge.formats import read_stream
 from edge.gateway.config import Config, check_trigger_fit
-from edge.gateway.messages import EventMessenger, new_boot_id
+from edge.gateway.messages import EventContext, EventMessenger, Timing, new_boot_id
 from edge.gateway.model import Classifier, rate_refusal, trigger_limits
 from edge.gateway.pipeline import Pipeline, fixed_clock
+from edge.gateway.streams import StreamCodes, stream_codes
 from firmware_bridge.clock import parse_utc
 
 
@@ -49,7 +52,9 @@ def replay(cfg: Config, stream_path: str | Path, events_out: str | Path | None =
     for at in range(0, n, block):
         events += pipeline.feed(stream.data[:, at:at + block], at)
     events += pipeline.flush()
-    messages = [messenger.message(e) for e in events]
+    context = EventContext(_replay_codes(cfg, stream.fs, [str(c) for c in stream.channels]), cfg.board.units,
+                           Timing("record", None, 0), None)
+    messages = [messenger.message(e, context) for e in events]
     if events_out is not None:
         with open(events_out, "w") as f:
             for m in messages:
@@ -60,3 +65,15 @@ def replay(cfg: Config, stream_path: str | Path, events_out: str | Path | None =
                              [e.trigger_sample for e in events], [m["label"] for m in messages],
                              stream.fs, n / stream.fs, after_s=after_s)
     return {"messages": messages, "stats": pipeline.stats, "score": score, "seconds": n / stream.fs}
+
+
+def _replay_codes(cfg: Config, fs: float, names: list[str]) -> StreamCodes | None:
+    """The stream codes of a recorded stream: the record's own one-letter channel names as orientation codes
+    (Z, N, E, 1, 2 ...) unless [stream] sets them; None when no SEED code fits (the events say so)."""
+    stream = cfg.stream
+    if not stream.orientation and all(re.fullmatch(r"[A-Z0-9]", n) for n in names):
+        stream = dataclasses.replace(stream, orientation="".join(names))
+    try:
+        return stream_codes(stream, fs, len(names), cfg.source)
+    except UserError:
+        return None

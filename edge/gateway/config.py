@@ -107,6 +107,43 @@ class LogConfig:
     """The journal: how much the daemon says."""
 
     level: str = "info"  # debug | info | warning | error
+class StreamConfig:
+    """The board's SEED stream codes (archive, event messages, StationXML) and the sensor behind them."""
+
+    network: str = "XX"  # FDSN network code; XX is the code for unregistered networks
+    station: str = "STA01"
+    location: str = "00"
+    instrument: str = "geophone"  # geophone (P) | seismometer (H) | accelerometer (N): the instrument code
+    band: str = ""  # "" = from the board's rate (SEED band code), or one letter to force it
+    orientation: str = ""  # "" = ZNE for 3 channels, Z for 1, 1..9 otherwise; or one code per channel
+    sensor: str = ""  # the sensor's model, for StationXML (e.g. "GS-11D 4.5 Hz")
+    sensitivity_hz: float = 100.0  # where counts_per_unit holds (in the sensor's flat band)
+    latitude: float = 0.0
+    longitude: float = 0.0
+    elevation_m: float = 0.0  # of the surface above the sensor
+    depth_m: float = 0.0  # of the sensor below the surface
+
+
+@dataclass
+class ArchiveConfig:
+    """The continuous miniSEED ring archive (SDS layout)."""
+
+    enabled: bool = True
+    path: str = ""  # default: {state_dir}/archive
+    max_days: float = 7.0  # day files older than this (by the data's time) go first
+    max_bytes: int = 2_000_000_000  # the oldest records go when the archive grows past this
+    min_free_bytes: int = 500_000_000  # headroom left on the disk for the outbox and the system
+    record_bytes: int = 4096  # miniSEED record length: 512 to 65536, a power of two
+    encoding: str = "steim2"  # integer boards: steim2 (smallest) | steim1 (faster) | int32 (uncompressed)
+
+
+@dataclass
+class MetricsConfig:
+    """The optional Prometheus endpoint (health counters and latency histograms)."""
+
+    enabled: bool = False
+    bind: str = "127.0.0.1"  # localhost only unless the mine's network is meant to scrape the node
+    port: int = 9719
 
 
 @dataclass
@@ -121,11 +158,18 @@ class Config:
     outbox: OutboxConfig = field(default_factory=OutboxConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = "<defaults>"
 
     @property
     def outbox_path(self) -> Path:
         return Path(self.outbox.path) if self.outbox.path else Path(self.node.state_dir) / "outbox.sqlite"
+
+    @property
+    def archive_path(self) -> Path:
+        return Path(self.archive.path) if self.archive.path else Path(self.node.state_dir) / "archive"
 
     @property
     def topics(self) -> NodeTopics:
@@ -137,17 +181,20 @@ class Config:
 # The STA/LTA kinds edge.gateway.dsp.STA_LTA implements (named here so a config is checked without scipy).
 STA_LTA_METHODS = ("recursive", "classic")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-_CHOICES = {"trigger.method": STA_LTA_METHODS, "mqtt.protocol": ("5", "3.1.1"), "log.level": LOG_LEVELS}
 # Keys that would hold a secret in the config file itself: refused with a pointer to mqtt.password_file,
 # and the value is never echoed.
 _SECRET_WORDS = ("password", "passwd", "secret", "token", "passphrase", "credential")
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+INSTRUMENTS = ("geophone", "seismometer", "accelerometer")
+_CHOICES = {"trigger.method": STA_LTA_METHODS, "mqtt.protocol": ("5", "3.1.1"), "log.level": LOG_LEVELS,
+            "stream.instrument": INSTRUMENTS, "archive.encoding": ("steim2", "steim1", "int32")}
 _POSITIVE = {"board.baudrate", "board.counts_per_unit", "board.text_fs", "board.reconnect_max_s", "model.threads",
              "trigger.highpass_hz", "trigger.lowpass_hz", "trigger.sta_s", "trigger.lta_s", "trigger.on",
              "trigger.off", "trigger.coincidence", "trigger.min_duration_s", "trigger.max_duration_s",
-             "mqtt.port", "mqtt.keepalive_s", "outbox.max_events", "health.interval_s"}
-_NON_NEGATIVE = {"trigger.refractory_s", "trigger.pre_s"}
+             "mqtt.port", "mqtt.keepalive_s", "outbox.max_events", "health.interval_s", "stream.sensitivity_hz",
+             "archive.max_days", "archive.max_bytes", "metrics.port"}
+_NON_NEGATIVE = {"trigger.refractory_s", "trigger.pre_s", "archive.min_free_bytes", "stream.depth_m"}
 # Values that parse and are positive but would make the daemon run and detect nothing, or that a library
 # chokes on: (lowest, highest, why). Each bound is far outside what a working node uses.
 _RANGES: dict[str, tuple[float, float, str]] = {
@@ -169,7 +216,19 @@ _RANGES: dict[str, tuple[float, float, str]] = {
     "mqtt.keepalive_s": (1, 65_535, "seconds (the MQTT limit)"),
     "outbox.max_events": (1, 1_000_000_000, "rows"),
     "health.interval_s": (1.0, 86_400.0, "seconds (health is a rate report, not a stream)"),
+    "stream.sensitivity_hz": (0.001, 1e5, "Hz"),
+    "stream.latitude": (-90.0, 90.0, "degrees north"),
+    "stream.longitude": (-180.0, 180.0, "degrees east"),
+    "stream.elevation_m": (-12_000.0, 9_000.0, "metres above sea level"),
+    "stream.depth_m": (0.0, 12_000.0, "metres below the surface"),
+    "archive.max_days": (0.01, 36_600.0, "days"),
+    "archive.max_bytes": (1_000_000, 10**15, "bytes (at least 1 MB)"),
+    "archive.min_free_bytes": (0, 10**15, "bytes"),
+    "archive.record_bytes": (512, 65_536, "bytes"),
+    "metrics.port": (1, 65_535, "TCP port"),
 }
+# SEED 2.4 field widths (miniSEED 2 and the SDS file names): network 1-2, station 1-5, location 0-2 characters.
+_SEED_CODES = {"network": (1, 2), "station": (1, 5), "location": (0, 2)}
 
 
 def _coerce(value: Any, kind: type, where: str) -> Any:
@@ -274,6 +333,7 @@ def _check(cfg: Config) -> None:
     if cfg.outbox.path and Path(cfg.outbox.path).is_dir():
         raise UserError(f"{src}: outbox.path = {cfg.outbox.path!r} is a directory; expected a file name "
                         "(e.g. /var/lib/stopewatch/outbox.sqlite)")
+    _check_stream(cfg)
 
 
 def _check_host(host: str, src: str) -> None:
@@ -364,6 +424,24 @@ def check_trigger_fit(cfg: Config, window_s: float, slowest_fs: float, max_chann
                         f"(the channels there are: {why})")
 
 
+def _check_stream(cfg: Config) -> None:
+    src, st, ar = cfg.source, cfg.stream, cfg.archive
+    for key, (lo, hi) in _SEED_CODES.items():
+        value = getattr(st, key)
+        if not (lo <= len(value) <= hi and re.fullmatch(r"[A-Z0-9]*", value)):
+            raise UserError(f"{src}: stream.{key} = {value!r}; allowed: {lo}-{hi} capital letters or digits "
+                            "(a SEED code)")
+    if st.band and not re.fullmatch(r"[A-Z]", st.band):
+        raise UserError(f"{src}: stream.band = {st.band!r}; allowed: empty (from the rate) or one capital letter "
+                        "(a SEED band code such as G, D, E, S)")
+    if st.orientation and not re.fullmatch(r"[A-Z0-9]{1,9}", st.orientation):
+        raise UserError(f"{src}: stream.orientation = {st.orientation!r}; allowed: empty (ZNE, Z, 1..9) or one "
+                        "capital letter or digit per channel, e.g. ZNE or Z12")
+    if ar.record_bytes & (ar.record_bytes - 1):
+        raise UserError(f"{src}: archive.record_bytes = {ar.record_bytes}; allowed: a power of two from 512 to "
+                        "65536 (miniSEED 2)")
+
+
 def parse_config(data: dict, source: str = "<config>") -> Config:
     """Build and validate a :class:`Config` from a parsed TOML mapping."""
     sections = {f.name: f for f in fields(Config) if f.name != "source"}
@@ -383,7 +461,7 @@ def parse_config(data: dict, source: str = "<config>") -> Config:
 # exists there (under systemd the working directory is /, so a file's own neighbourhood is what a technician
 # means); otherwise it stays relative to the working directory, as the example config's
 # ``models/triaxial`` is when run from the source tree.
-_PATH_KEYS = {"node": ("state_dir",), "model": ("path",), "outbox": ("path",),
+_PATH_KEYS = {"node": ("state_dir",), "model": ("path",), "outbox": ("path",), "archive": ("path",),
               "mqtt": ("password_file", "ca_file", "cert_file", "key_file")}
 
 

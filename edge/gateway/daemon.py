@@ -36,18 +36,22 @@ import numpy as np
 from edge import package_version
 from edge.errors import UserError
 from edge.field.sdnotify import Notifier
+from edge.gateway.archive import RingArchive, span_fields
 from edge.gateway.config import LOG_LEVELS, Config, check_trigger_fit, load_config
 from edge.gateway.health import percentile, rss_mb
-from edge.gateway.messages import EventMessenger, new_boot_id
+from edge.gateway.messages import EventContext, EventMessenger, Timing, new_boot_id
 from edge.gateway.model import Classifier, rate_refusal, trigger_limits
-from firmware_bridge.clock import utc_now
+from firmware_bridge.clock import parse_iso_utc, utc_now
 
 if TYPE_CHECKING:  # the pipeline (and scipy) is imported after READY
     from edge.gateway.pipeline import Pipeline, PipelineEvent
+    from edge.gateway.streams import StreamCodes
+    from firmware_bridge.clock import SampleClock
     from firmware_bridge.decoder import Decoder, SampleBlock, StatusReport
 
 log = logging.getLogger("stopewatch")
 EVENT_LOG_PER_S = 1.0  # journal lines per second for events, at most
+METRICS_REFRESH_S = 5.0  # the /metrics snapshot of health is at most this old
 CHUNK_QUEUE = 20_000  # byte chunks waiting for the pipeline; beyond this we drop and count (never block the port)
 
 
@@ -95,7 +99,16 @@ class Daemon:
         self.messenger = EventMessenger(self.cfg.node.site, self.cfg.node.node, self.boot_id,
                                         self.classifier.identity)
         self.pipeline: Pipeline | None = None
-        self.clock = None
+        self.clock: SampleClock | None = None
+        self.codes: StreamCodes | None = None  # the board's SEED codes, once its rate and layout are known
+        self._stream_key: tuple[float, int] | None = None  # (rate, channels) of the board's current stream
+        self._next_sample: int | None = None
+        self.archive = RingArchive(self.cfg.archive, self.cfg.archive_path) if self.cfg.archive.enabled else None
+        self.metrics = None
+        if self.cfg.metrics.enabled:
+            from edge.gateway.metrics import MetricsServer  # prometheus-client only when asked for
+
+            self.metrics = MetricsServer(self.cfg.metrics, self.cfg.node.site, self.cfg.node.node)
         self.decoder: Decoder | None = None
         self.board_status: dict | None = None  # the board's latest status frame, for health
         self.chunks: queue.Queue[bytes] = queue.Queue(maxsize=CHUNK_QUEUE)
@@ -207,38 +220,77 @@ class Daemon:
 
     def _on_block(self, block: SampleBlock) -> None:
         from edge.gateway.pipeline import Pipeline
-        from firmware_bridge.clock import SampleClock
 
+        new_stream = self._stream_key != (block.fs, block.channels) or (
+            block.reset and self._next_sample is not None and block.first_sample < self._next_sample)
+        if new_stream:  # first data, or the board restarted with another rate/layout/index
+            if self.pipeline is not None:
+                self._emit(self.pipeline.flush())
+                self.pipeline = None
+            self._start_stream(block)
+        self.clock.observe(block.first_sample, block.data.shape[1], board_ns=block.timestamp_ns,
+                           host_ns=time.time_ns())
+        self._next_sample = block.end_sample
+        if self.archive is not None and self.codes is not None:  # archived whether classified or not
+            self.archive.write(block.data, block.first_sample, self.clock)
         if self._refuses(block.fs):
             if self.pipeline is not None:  # the board changed to a rate this model does not serve
                 self._emit(self.pipeline.flush())
                 self.pipeline = None
             self.samples_refused += block.data.shape[1]
             return
-        fresh = self.pipeline is None or self.pipeline.fs != block.fs \
-            or len(self.pipeline.channel_names) != block.channels \
-            or (block.reset and self.pipeline.position is not None and block.first_sample < self.pipeline.position)
-        if fresh:  # first data, or the board restarted with another rate/layout/index
-            if self.pipeline is not None:
-                self._emit(self.pipeline.flush())
-            self.clock = SampleClock(block.fs)
+        if self.pipeline is None:
             self.pipeline = Pipeline(self.cfg.trigger, self.classifier, block.fs, channel_names(block.channels),
                                      lambda i: datetime.fromtimestamp(self.clock.time_ns(i) / 1e9, UTC))
-            log.info("board streaming %d channels at %g Hz", block.channels, block.fs)
-        self.clock.observe(block.first_sample, block.data.shape[1], board_ns=block.timestamp_ns,
-                           host_ns=time.time_ns())
         samples = block.data.astype(np.float32) / np.float32(self.cfg.board.counts_per_unit)
         self._emit(self.pipeline.feed(samples, block.first_sample))
 
+    def _start_stream(self, block: SampleBlock) -> None:
+        """A new stream from the board: a fresh sample clock, its stream codes, a new run in the archive."""
+        from edge.gateway.streams import stream_codes
+        from firmware_bridge.clock import SampleClock
+
+        self.clock = SampleClock(block.fs)
+        self._stream_key = (block.fs, block.channels)
+        try:
+            self.codes = stream_codes(self.cfg.stream, block.fs, block.channels, self.cfg.source)
+        except UserError as exc:  # survived: classification goes on; the archive and codes wait for a fix
+            self.codes = None
+            log.error("no stream codes for the board (%s); not archiving, events carry no stream", exc)
+            if self.archive is not None:
+                self.archive.stats.last_error = str(exc)
+        if self.archive is not None and self.codes is not None:
+            kind = block.sample_format.name.lower() if block.sample_format is not None else "text"
+            self.archive.start(self.codes, block.fs, kind)
+        log.info("board streaming %d channels at %g Hz%s", block.channels, block.fs,
+                 f" as {self.codes.nslc(0)}..." if self.codes else "")
+
+    def _context(self, event: PipelineEvent) -> EventContext:
+        """Stream codes, units, timing and archive span of an event."""
+        codes = self.codes
+        archive = None
+        if self.archive is not None and codes is not None:
+            start = parse_iso_utc(event.window.start)
+            archive = span_fields(codes, start, start + round(event.window.samples * 1e9 / event.window.fs))
+        return EventContext(codes, self.cfg.board.units, self.timing(), archive)
+
+    def timing(self) -> Timing | None:
+        """The sample clock's kind, stated error and SEED quality now (None before the first block)."""
+        if self.clock is None or self.clock.error_ns is None:
+            return None
+        return Timing("board" if self.clock.disciplined else "host", self.clock.error_ns / 1e9, self.clock.quality)
+
     def _emit(self, events: list[PipelineEvent]) -> None:
         for event in events:
-            msg = self.messenger.message(event)
+            msg = self.messenger.message(event, self._context(event))
             self.publisher.submit_event(msg, t_close=event.closed_at)
             w = event.window
             self.publisher.submit_waveform(msg["event_id"], event.samples, w.fs, w.start, w.channels,
                                            self.cfg.board.units, msg["label"])
             self.events_out += 1
             self._log_event(msg)
+            if self.metrics is not None:
+                self.metrics.observe_event(event.inference_ms, event.latency_ms)
 
     def _log_event(self, msg: dict) -> None:
         """One journal line per event, at most ``EVENT_LOG_PER_S`` a second (a drilling shift must not fill
@@ -273,8 +325,10 @@ class Daemon:
                                          self.pipeline.clock)
             else:
                 self.pipeline.classifier = classifier
-        if (cfg.mqtt, cfg.node, cfg.board) != (self.cfg.mqtt, self.cfg.node, self.cfg.board):
-            log.warning("reload: [mqtt], [node] and [board] changes take effect at the next restart")
+        if (cfg.mqtt, cfg.node, cfg.board, cfg.stream, cfg.archive, cfg.metrics) != \
+                (self.cfg.mqtt, self.cfg.node, self.cfg.board, self.cfg.stream, self.cfg.archive, self.cfg.metrics):
+            log.warning("reload: [mqtt], [node], [board], [stream], [archive] and [metrics] changes take effect at "
+                        "the next restart")
         self.cfg.trigger, self.cfg.model, self.cfg.log = cfg.trigger, cfg.model, cfg.log
         if not os.environ.get("STOPEWATCH_LOG"):
             logging.getLogger().setLevel(cfg.log.level.upper())
@@ -290,12 +344,14 @@ class Daemon:
         c = self.classifier
         c.classify(np.zeros((1, c.channels, c.samples), dtype=np.float32), c.params.fs)
 
-    def health(self) -> dict:
-        """The periodic health message."""
+    def health(self, advance: bool = True) -> dict:
+        """The periodic health message; ``advance=False`` (a metrics refresh) leaves the CPU-use reference
+        where the last health message put it."""
         now = time.monotonic()
         cpu = sum(os.times()[:2])
         t_prev, cpu_prev = self._cpu0
-        self._cpu0 = (now, cpu)
+        if advance:
+            self._cpu0 = (now, cpu)
         stats = self.pipeline.stats if self.pipeline is not None else None
         stream_s = stats.samples_in / self.pipeline.fs if stats else 0.0
         dec = self.decoder.stats.as_dict() if self.decoder is not None else {}
@@ -323,6 +379,8 @@ class Daemon:
             "rss_mb": round(rss_mb(), 1),
             "mqtt": self.publisher.stats(),
             "dead_workers": self.dead_workers(),
+            "timing": timing.as_fields() if (timing := self.timing()) else None,
+            "archive": self.archive.health() if self.archive is not None else None,
         }
 
     def request_stop(self, *_args) -> None:
@@ -340,6 +398,9 @@ class Daemon:
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
             signal.signal(signal.SIGHUP, self.request_reload)
+        if self.metrics is not None:  # before anything else starts: a busy port is a clean exit 2
+            self.metrics.start()
+            self.metrics.health.update(self.health(advance=False))
         self.publisher.start()
         self.decoder = self._make_decoder()
         reader = threading.Thread(target=self._guarded, args=("serial", self._reader_thread), name="serial",
@@ -353,6 +414,7 @@ class Daemon:
         watchdog = self.notifier.watchdog_interval() or 10.0
         next_health = time.monotonic() + min(5.0, self.cfg.health.interval_s)
         next_watchdog = time.monotonic()
+        next_metrics = time.monotonic() + METRICS_REFRESH_S
         while not self.stop_event.is_set():
             if dead := self.dead_workers():  # no silent half-daemon: exit, and systemd restarts us
                 why = "; ".join(f"{k}: {v}" for k, v in dead.items())
@@ -368,9 +430,14 @@ class Daemon:
             if now >= next_watchdog:
                 self.notifier.watchdog()  # only while this loop turns: a hung pipeline gets restarted
                 next_watchdog = now + watchdog  # watchdog_interval() is already half of WatchdogSec
+            if self.metrics is not None and now >= next_metrics:
+                self.metrics.health.update(self.health(advance=False))
+                next_metrics = now + METRICS_REFRESH_S
             if now >= next_health:  # rates, not every event: the journal must not fill up
                 health = self.health()
                 self.publisher.publish_health(health)
+                if self.metrics is not None:
+                    self.metrics.health.update(health)
                 log.info("%d events (%d since last), %d triggers, backlog %d, %s x real time, serial %s",
                          health["events"], health["events"] - self._events_logged, health["triggers"],
                          health["backlog"], health["realtime_factor"], health["serial"])
@@ -388,10 +455,14 @@ class Daemon:
                 self._process(data)
             if self.pipeline is not None:
                 self._emit(self.pipeline.flush())
+            if self.archive is not None:
+                self.archive.close()  # the last partial records
         except Exception:  # a broken outbox after a worker died: report it, still stop cleanly
             log.exception("draining failed; events of the last blocks may not be stored")
             self.exit_code = 1
         left = self.publisher.stop(timeout=10.0)
+        if self.metrics is not None:
+            self.metrics.stop()
         log.info("stopped after %d events (+%d not logged since the last event line); %d left in the outbox for "
                  "the next start", self.events_out, self._events_not_logged, left)
         return self.exit_code

@@ -1,6 +1,7 @@
-"""The messages a node publishes: events (``stopewatch.event/1``) and their waveforms (``stopewatch.waveform/1``).
+"""The messages a node publishes: events (``stopewatch.event/2``) and their waveforms (``stopewatch.waveform/1``).
 
-Field by field in docs/mqtt.md; the JSON Schemas are edge/schemas/*.schema.json.
+Field by field in docs/mqtt.md; the JSON Schemas are edge/schemas/*.schema.json. ``stopewatch.event/2`` is
+``/1`` with four objects added (``stream``, ``archive``, ``units``, ``timing``); nothing of ``/1`` changed.
 """
 
 from __future__ import annotations
@@ -8,15 +9,51 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
     from edge.gateway.pipeline import PipelineEvent
+    from edge.gateway.streams import StreamCodes
 
-EVENT_SCHEMA = "stopewatch.event/1"
+EVENT_SCHEMA = "stopewatch.event/2"
 WAVEFORM_SCHEMA = "stopewatch.waveform/1"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How good the event's times are: the event message's ``timing``."""
+
+    clock: str  # "board" (the board's GPS/PPS stamps), "host" (fit of host arrival times), "record" (replay)
+    error_s: float | None  # the clock's stated error, None when unknown
+    quality: int  # SEED timing quality 0-100, as written into the archive's records
+
+    @property
+    def locked(self) -> bool:
+        return self.clock == "board"
+
+    def as_fields(self) -> dict:
+        error = None if self.error_s is None else round(self.error_s, 6)
+        return {"clock": self.clock, "locked": self.locked, "error_s": error, "quality": self.quality}
+
+
+def feature_units(units: str, features: dict) -> dict:
+    """The unit of every feature of an event (``units`` is the board's physical unit, e.g. m/s)."""
+    known = {"ppv": units, "dominant_hz": "Hz", "duration_s": "s", "snr_db": "dB", "sta_lta_max": "1",
+             "energy": f"({units})^2*s", "band_energy": "1", "clipped": "boolean"}
+    return {name: known.get(name, "") for name in features}
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """What an event message says about where its samples came from, besides the pipeline's event."""
+
+    stream: StreamCodes
+    units: str
+    timing: Timing
+    archive: dict | None  # the archive's span for the event (edge.gateway.archive.span_fields), None if off
 
 
 def new_boot_id() -> str:
@@ -35,9 +72,10 @@ class EventMessenger:
         self.site, self.node, self.boot_id, self.model = site, node, boot_id, dict(model)
         self.seq = 0
 
-    def message(self, event: PipelineEvent) -> dict:
-        """The ``stopewatch.event/1`` message for one pipeline event."""
+    def message(self, event: PipelineEvent, context: EventContext) -> dict:
+        """The ``stopewatch.event/2`` message for one pipeline event."""
         self.seq += 1
+        signal = event.signal_fields()
         return {
             "schema": EVENT_SCHEMA,
             "event_id": f"{self.site}.{self.node}.{self.boot_id}.{self.seq}",
@@ -45,7 +83,11 @@ class EventMessenger:
             "node": self.node,
             "boot_id": self.boot_id,
             "seq": self.seq,
-            **event.signal_fields(),
+            **signal,
+            "stream": context.stream.as_fields(),
+            "archive": context.archive,
+            "units": feature_units(context.units, signal["features"]),
+            "timing": context.timing.as_fields(),
             "model": self.model,
             "historical": False,
         }
