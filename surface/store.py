@@ -219,12 +219,16 @@ class Rejected:
 
 @dataclass(frozen=True)
 class BootSeen:
-    """A boot_id stored for the first time; ``previous`` is the node's latest earlier boot, if any."""
+    """A boot_id stored for the first time; ``previous`` is the node's latest earlier boot, if any.
+
+    ``live`` is false when the first sighting was a historical event (a late message of an old boot, not a
+    restart happening now)."""
 
     site: str
     node: str
     boot_id: str
     previous: str | None
+    live: bool = True
 
 
 @dataclass
@@ -454,7 +458,7 @@ class Store:
                 continue
             self._touch_node(cur, item.site, item.node, received)
             if isinstance(item, EventRecord):
-                self._touch_boot(cur, item.site, item.node, item.boot_id, received, res)
+                self._touch_boot(cur, item.site, item.node, item.boot_id, received, res, not item.historical)
                 self._event(cur, item, received, res)
             elif isinstance(item, WaveformRecord):
                 n = self._x(cur, "INSERT INTO waveforms (event_id, site, node, start, fs, channels, samples, units, "
@@ -481,13 +485,14 @@ class Store:
         self._x(cur, "UPDATE nodes SET last_seen = ? WHERE site = ? AND node = ? AND last_seen < ?",
                 (received, site, node, received))
 
-    def _touch_boot(self, cur: Any, site: str, node: str, boot_id: str, received: str, res: IngestResult) -> None:
+    def _touch_boot(self, cur: Any, site: str, node: str, boot_id: str, received: str, res: IngestResult,
+                    live: bool = True) -> None:
         if self._x(cur, "INSERT INTO boots (site, node, boot_id, first_seen, last_seen) VALUES (?, ?, ?, ?, ?) "
                         "ON CONFLICT (site, node, boot_id) DO NOTHING",
                    (site, node, boot_id, received, received)).rowcount:
             prev = self._x(cur, "SELECT boot_id FROM boots WHERE site = ? AND node = ? AND boot_id <> ? "
                                 "ORDER BY first_seen DESC, boot_id LIMIT 1", (site, node, boot_id)).fetchone()
-            res.boots.append(BootSeen(site, node, boot_id, prev[0] if prev else None))
+            res.boots.append(BootSeen(site, node, boot_id, prev[0] if prev else None, live))
         else:
             self._x(cur, "UPDATE boots SET last_seen = ? WHERE site = ? AND node = ? AND boot_id = ? "
                          "AND last_seen < ?", (received, site, node, boot_id, received))
@@ -704,6 +709,11 @@ class Store:
         channels = tuple(json.loads(r[3]))
         data = np.frombuffer(bytes(r[6]), dtype="<f4").reshape(len(channels), int(r[5])).astype(np.float32)
         return Waveform(r[0], r[1], float(r[2]), channels, r[4], data)
+
+    def waveform_units(self, event_id: str) -> str | None:
+        """The physical units of an event's waveform (None when it has none)."""
+        r = self._one("SELECT units FROM waveforms WHERE event_id = ?", (event_id,))
+        return None if r is None else r[0]
 
     def label_history(self, event_id: str) -> list[LabelChange]:
         rows = self._rows("SELECT id, event_id, username, at, old_label, new_label, note FROM labels "
