@@ -540,9 +540,11 @@ class Store:
                         received)).rowcount:
             return  # a retained status seen before (e.g. after the collector reconnects)
         res.statuses.append(s)
+        # The latest new status wins, by arrival: a will's ts is when it was set (at the node's connect), so
+        # an offline will is older by ts than the online status it overrides.
         self._x(cur, "UPDATE nodes SET state = ?, state_ts = ?, boot_id = ?, version = ?, model_name = ?, "
-                     "model_sha256 = ? WHERE site = ? AND node = ? AND (state_ts IS NULL OR state_ts <= ?)",
-                (s.state, s.ts, s.boot_id, s.version, s.model_name, s.model_sha256, s.site, s.node, s.ts))
+                     "model_sha256 = ? WHERE site = ? AND node = ?",
+                (s.state, s.ts, s.boot_id, s.version, s.model_name, s.model_sha256, s.site, s.node))
 
     def _health(self, cur: Any, h: HealthRecord, received: str, res: IngestResult) -> None:
         self._x(cur, "INSERT INTO health_samples (site, node, boot_id, ts, received, uptime_s, backlog, "
@@ -748,7 +750,7 @@ class Store:
     def status_history(self, site: str, node: str, limit: int = 100) -> list[StatusRecord]:
         """A node's status changes, newest first."""
         rows = self._rows("SELECT site, node, state, ts, boot_id, version, model_name, model_sha256 FROM "
-                          "status_history WHERE site = ? AND node = ? ORDER BY ts DESC, id DESC LIMIT ?",
+                          "status_history WHERE site = ? AND node = ? ORDER BY id DESC LIMIT ?",
                           (site, node, int(limit)))
         return [StatusRecord(*r) for r in rows]
 
