@@ -59,6 +59,7 @@ class CollectorStats:
     """Counters since start (logged every minute and on stop)."""
 
     received: int = 0
+    queue_peak: int = 0  # most messages waiting for the writer at once
     events_new: int = 0
     events_duplicate: int = 0
     waveforms_new: int = 0
@@ -93,7 +94,10 @@ class Collector:
         self.stats = CollectorStats()
         self.noticer = Noticer(self.store, cfg.alerts, self._publish_alert if cfg.alerts.publish else None)
         self.on_commit = on_commit  # (new event ids, commit time): the benchmark's latency probe
-        self._queue: queue.Queue[_Incoming] = queue.Queue()
+        # Bounded: when the writer falls behind, paho's network thread waits here, TCP pushes back on the
+        # broker, and memory stays flat. The broker does not always hold to our receive maximum: draining a
+        # resumed session, Mosquitto 2.0.11 had 400+ unacknowledged messages on their way to us at once.
+        self._queue: queue.Queue[_Incoming] = queue.Queue(maxsize=2 * cfg.ingest.batch_max)
         self._conn_lock = threading.Lock()
         self._connection = 0
         self._connected = False
@@ -162,6 +166,7 @@ class Collector:
     def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:
         self.stats.received += 1
         self._queue.put(_Incoming(self._connection, msg.mid, msg.qos, msg.topic, bytes(msg.payload), time.time()))
+        self.stats.queue_peak = max(self.stats.queue_peak, self._queue.qsize())
 
     def _publish_alert(self, alert: Alert) -> None:
         topic = NodeTopics(self.cfg.broker.prefix, alert.site, alert.node).alert
