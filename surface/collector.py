@@ -164,9 +164,15 @@ class Collector:
                         "will be redelivered", reason_code)
 
     def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:
-        self.stats.received += 1
-        self._queue.put(_Incoming(self._connection, msg.mid, msg.qos, msg.topic, bytes(msg.payload), time.time()))
-        self.stats.queue_peak = max(self.stats.queue_peak, self._queue.qsize())
+        item = _Incoming(self._connection, msg.mid, msg.qos, msg.topic, bytes(msg.payload), time.time())
+        while not self._stopping.is_set():  # stopping: leave it unacknowledged, the broker redelivers it
+            try:
+                self._queue.put(item, timeout=0.5)
+            except queue.Full:
+                continue
+            self.stats.received += 1
+            self.stats.queue_peak = max(self.stats.queue_peak, self._queue.qsize())
+            return
 
     def _publish_alert(self, alert: Alert) -> None:
         topic = NodeTopics(self.cfg.broker.prefix, alert.site, alert.node).alert

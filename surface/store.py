@@ -14,6 +14,7 @@ databases. Events are keyed by ``event_id``: a redelivered event is an insert th
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -31,6 +32,7 @@ from firmware_bridge.clock import utc_now
 from surface.records import EventRecord, HealthRecord, StatusRecord, WaveformRecord
 from surface.uncertainty import doubt
 
+log = logging.getLogger(__name__)
 ROLES = ("viewer", "reviewer", "admin")
 # A first event of a boot at seq 10**6 would otherwise write a million missing rows: beyond this many the
 # oldest seqs of the gap are not listed one by one (the alert still states the whole gap).
@@ -345,8 +347,9 @@ def _check_role(role: str) -> None:
 class Store:
     """The archive over one DB-API connection; safe to share between threads (one lock)."""
 
-    def __init__(self, conn: Any, dialect: Dialect, url: str) -> None:
+    def __init__(self, conn: Any, dialect: Dialect, url: str, reconnect: Any = None) -> None:
         self._conn, self.dialect, self.url = conn, dialect, url
+        self._reconnect = reconnect  # PostgreSQL: a new connection after the server dropped ours
         self._lock = threading.RLock()
         self._migrate()
 
@@ -389,10 +392,24 @@ class Store:
                 with self._tx() as cur:
                     return fn(cur, *args)
             except Exception as exc:
-                if attempt == 4 or not self._transient(exc):
+                lost = self._connection_lost()
+                if attempt == 4 or not (lost or self._transient(exc)):
                     raise
                 time.sleep(0.05 * 2 ** attempt)
+                if lost:
+                    self._reopen()
         raise AssertionError("unreachable")
+
+    def _connection_lost(self) -> bool:
+        return self._reconnect is not None and bool(getattr(self._conn, "broken", False) or self._conn.closed)
+
+    def _reopen(self) -> None:
+        """Replace a connection the server dropped (restart, failover); a failure leaves the old one."""
+        with self._lock:
+            try:
+                self._conn = self._reconnect()
+            except Exception as exc:
+                log.warning("archive %s: reconnecting failed (%s)", self.url, exc)
 
     def _transient(self, exc: Exception) -> bool:
         if isinstance(exc, sqlite3.OperationalError):
@@ -404,12 +421,18 @@ class Store:
         return isinstance(exc, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
 
     def _rows(self, sql: str, params: Sequence = ()) -> list[tuple]:
-        with self._lock:
-            cur = self._conn.cursor()
-            try:
-                return list(self._x(cur, sql, params).fetchall())
-            finally:
-                cur.close()
+        for attempt in range(2):  # once more on a fresh connection when the server dropped ours
+            with self._lock:
+                cur = self._conn.cursor()
+                try:
+                    return list(self._x(cur, sql, params).fetchall())
+                except Exception:
+                    if attempt or not self._connection_lost():
+                        raise
+                finally:
+                    cur.close()
+            self._reopen()
+        raise AssertionError("unreachable")
 
     def _one(self, sql: str, params: Sequence = ()) -> tuple | None:
         rows = self._rows(sql, params)
@@ -940,12 +963,15 @@ def open_store(url: str) -> Store:
             import psycopg
         except ImportError:
             raise UserError("PostgreSQL needs psycopg 3: pip install 'stopewatch[surface]'") from None
+        def connect() -> Any:
+            return psycopg.connect(url, connect_timeout=10, autocommit=True)  # writes use transaction()
+
         try:
-            conn = psycopg.connect(url, connect_timeout=10, autocommit=True)  # writes use transaction()
+            conn = connect()
         except psycopg.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"database URL {_redact(url)!r}: cannot connect ({first})") from None
-        return Store(conn, POSTGRES, _redact(url))
+        return Store(conn, POSTGRES, _redact(url), reconnect=connect)
     raise UserError(f"database URL {url!r}: expected sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
 
 

@@ -49,6 +49,16 @@ def surface_url(request, tmp_path):
     db.drop()
 
 
+@pytest.fixture
+def pg_url():
+    """A throwaway PostgreSQL database (skipped with the reason when no server can be had)."""
+    from surface_support import ThrowawayDatabase, pg_server
+
+    db = ThrowawayDatabase(pg_server())
+    yield db.url
+    db.drop()
+
+
 def pytest_sessionfinish(session, exitstatus):
     from surface_support import stop_cluster
 

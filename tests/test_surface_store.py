@@ -181,3 +181,20 @@ def test_newer_schema_is_refused(tmp_path):
         conn.execute("INSERT INTO schema_version VALUES (99, 'future', 'x')")
     with pytest.raises(UserError, match="newer"):
         open_store(f"sqlite:///{path}")
+
+
+def test_postgresql_connection_dropped_by_the_server_is_replaced(pg_url):
+    import psycopg
+
+    surface_url = pg_url
+    with open_store(surface_url) as store:
+        store.ingest([_ev(seq=1)])
+        pid = store._conn.info.backend_pid
+        with psycopg.connect(surface_url, autocommit=True) as admin:  # as a server restart or failover would
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert store.ingest([_ev(seq=2)]).events_new == 1  # the write is retried on a new connection
+        assert store._conn.info.backend_pid != pid
+        assert store.count_events() == 2
+        with psycopg.connect(surface_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (store._conn.info.backend_pid,))
+        assert store.count_events() == 2  # and a read too
