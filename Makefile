@@ -9,13 +9,13 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[edge,train,dev]'
+	$(PY) -m pip install --quiet -e '.[edge,train,dev,surface]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check edge training firmware_bridge tests bench scripts
+	$(VENV)/bin/ruff check edge training firmware_bridge surface tests bench scripts
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q

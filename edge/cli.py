@@ -84,9 +84,43 @@ def _cmd_dataset_gallery(args: argparse.Namespace) -> int:
     return 0
 
 
+def _since(text: str | None) -> str | None:
+    from edge.formats import parse_time
+    from firmware_bridge.clock import iso_utc
+
+    return None if text is None else iso_utc(parse_time(text, "--since"))
+
+
+def _cmd_dataset_export(args: argparse.Namespace) -> int:
+    from surface.export import export_windows
+    from surface.store import open_store
+
+    if args.shard_size < 1:
+        raise UserError(f"--shard-size = {args.shard_size}; expected an integer >= 1")
+    with open_store(args.db) as store:
+        s = export_windows(store, args.out, reviewed_only=args.reviewed_only, since=_since(args.since),
+                           shard_size=args.shard_size)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(s.class_counts.items()))
+    skipped = "; skipped " + ", ".join(f"{v} ({k})" for k, v in s.skipped.items()) if s.skipped else ""
+    print(f"wrote {s.count} windows to {s.out} ({counts}){skipped}")
+    return 0
+
+
+def _cmd_dataset_quakeml(args: argparse.Namespace) -> int:
+    from surface.export import export_quakeml, read_stations
+    from surface.store import open_store
+
+    stations = read_stations(args.stations) if args.stations else None
+    with open_store(args.db) as store:
+        n = export_quakeml(store, args.out, reviewed_only=args.reviewed_only, since=_since(args.since),
+                           stations=stations)
+    print(f"wrote {n} events to {args.out} (QuakeML 1.2, validated)")
+    return 0
+
+
 def _add_dataset(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dataset", help="generate, import and inspect window datasets")
-    dsub = p.add_subparsers(dest="dataset_cmd", required=True, metavar="{generate,import,gallery}")
+    dsub = p.add_subparsers(dest="dataset_cmd", required=True, metavar="{generate,import,gallery,export,quakeml}")
 
     g = dsub.add_parser("generate", help="write the synthetic benchmark (windows, or a stream with --stream)")
     g.add_argument("--out", required=True, type=out_dir, help="output directory (windows); for --stream an .npz file, "
@@ -145,6 +179,24 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
                     help="onset time in the window in seconds, drawn as a line "
                     "(default: the manifest's onset_s)")
     ga.set_defaults(func=_cmd_dataset_gallery)
+
+    ex = dsub.add_parser("export", help="the surface archive's reviewed events with waveforms as a window dataset "
+                         "for train --init")
+    ex.add_argument("--db", required=True, help="archive URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+    ex.add_argument("--out", required=True, help="output dataset directory (new or empty)")
+    ex.add_argument("--reviewed-only", action=argparse.BooleanOptionalAction, default=True,
+                    help="only events a reviewer labelled (default); --no-reviewed-only adds the model's labels")
+    ex.add_argument("--since", help="only events triggered at or after this UTC time (ISO-8601)")
+    ex.add_argument("--shard-size", type=int, default=1000, help="windows per shard file (default 1000)")
+    ex.set_defaults(func=_cmd_dataset_export)
+
+    qm = dsub.add_parser("quakeml", help="the surface archive's catalogue as QuakeML 1.2 (ObsPy)")
+    qm.add_argument("--db", required=True, help="archive URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+    qm.add_argument("--out", required=True, help="output QuakeML file (.xml)")
+    qm.add_argument("--reviewed-only", action="store_true", help="only events a reviewer labelled")
+    qm.add_argument("--since", help="only events triggered at or after this UTC time (ISO-8601)")
+    qm.add_argument("--stations", help="CSV site,node,latitude,longitude,depth_m: adds an origin at each node")
+    qm.set_defaults(func=_cmd_dataset_quakeml)
 
 
 # --------------------------------------------------------------------------- train / evaluate / classify
@@ -379,6 +431,29 @@ def _add_gateway(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--events-per-min", type=number(0, 600, lo_open=True), default=12.0,
                    help="injected event rate (default 12)")
     d.set_defaults(func=_cmd_demo)
+
+
+# --------------------------------------------------------------------------- surface
+def _cmd_collect(args: argparse.Namespace) -> int:
+    import logging
+
+    from surface.collector import run_collect
+    from surface.config import SurfaceConfig, load_surface_config
+
+    cfg = load_surface_config(args.config) if args.config else SurfaceConfig()
+    if args.db:
+        cfg.database.url = args.db
+    logging.basicConfig(level=os.environ.get("STOPEWATCH_LOG", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_collect(cfg)
+
+
+def _add_surface(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("collect", help="the surface collector: every node's messages -> archive, alerts")
+    c.add_argument("--config", help="collector configuration (TOML); see surface/surface.example.toml "
+                   "(default: every default, archive sqlite:///surface.db)")
+    c.add_argument("--db", help="archive URL, overriding database.url")
+    c.set_defaults(func=_cmd_collect)
 
 
 # --------------------------------------------------------------------------- field tools
@@ -632,6 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(sub)
     _add_board(sub)
     _add_field(sub)
+    _add_surface(sub)
     _defer_path_checks(parser)
     return parser
 

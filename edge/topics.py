@@ -15,6 +15,8 @@ from typing import Literal
 DEFAULT_PREFIX = "stopewatch/v1"
 Kind = Literal["status", "event", "waveform", "health"]
 KINDS: tuple[Kind, ...] = ("status", "event", "waveform", "health")
+# What the surface's collector publishes about a node (never a node itself): docs/surface.md.
+ALERT = "alert"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class NodeTopics:
         return self.topic("health")
 
     @property
+    def alert(self) -> str:
+        """Alerts the surface raises about this node (a seq gap, offline, silent, a restart)."""
+        return f"{self.root}/{ALERT}"
+
+    @property
     def all(self) -> str:
         """A subscription to every topic of this node."""
         return f"{self.root}/#"
@@ -59,6 +66,11 @@ class NodeTopics:
 def subscription(prefix: str = DEFAULT_PREFIX, kind: Kind | None = None) -> str:
     """A subscription to every node under ``prefix`` (of one ``kind``, or all)."""
     return f"{prefix}/+/+/{kind}" if kind else f"{prefix}/#"
+
+
+def alert_subscription(prefix: str = DEFAULT_PREFIX) -> str:
+    """A subscription to the surface's alerts about every node under ``prefix``."""
+    return f"{prefix}/+/+/{ALERT}"
 
 
 def parse_topic(topic: str, prefix: str = DEFAULT_PREFIX) -> tuple[str, str, Kind] | None:

@@ -34,3 +34,32 @@ def make_broker(tmp_path):
 def triaxial_model():
     """The shipped triaxial model directory."""
     return shipped_model()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def surface_url(request, tmp_path):
+    """An empty archive URL: SQLite in tmp_path, or a throwaway PostgreSQL database (tests/surface_support.py)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'surface.db'}"
+        return
+    from surface_support import ThrowawayDatabase, pg_server
+
+    db = ThrowawayDatabase(pg_server())
+    yield db.url
+    db.drop()
+
+
+@pytest.fixture
+def pg_url():
+    """A throwaway PostgreSQL database (skipped with the reason when no server can be had)."""
+    from surface_support import ThrowawayDatabase, pg_server
+
+    db = ThrowawayDatabase(pg_server())
+    yield db.url
+    db.drop()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from surface_support import stop_cluster
+
+    stop_cluster()
