@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -40,6 +41,7 @@ class EventLedger:
     unstored: int = 0  # events the disk refused even after eviction (health ``outbox.unstored``)
     queued: int = 0  # events still in the outbox at the end
     salvage_lost: int = 0  # rows a start-up salvage reported lost
+    resent_later: int = 0  # delivered rows still on disk (their acknowledgement could not be written): duplicates
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -50,23 +52,32 @@ class EventLedger:
 
     def row(self) -> str:
         """One Markdown table row (the README's reliability table)."""
+        notes = self.notes + ([f"{self.resent_later} delivered rows resent after a restart"]
+                              if self.resent_later else [])
         return (f"| {self.case} | {self.produced} | {self.stored} | {self.delivered} | {self.dead_lettered} | "
-                f"{self.evicted} | {self.unstored} | {self.queued} | {self.salvage_lost} | {self.lost} |")
+                f"{self.evicted} | {self.unstored} | {self.queued} | {self.salvage_lost} | {self.lost} | "
+                f"{'; '.join(notes)} |")
 
 
 LEDGER_HEADER = ("| case | produced | stored | delivered | dead-lettered | evicted | unstored | queued | "
-                 "salvage lost | lost |\n|---|---|---|---|---|---|---|---|---|---|")
+                 "salvage lost | lost | notes |\n|---|---|---|---|---|---|---|---|---|---|---|")
 
 
-def outbox_counts(path: Path) -> dict[str, int]:
-    """Events queued and dead-lettered in an outbox file (read-only; 0 where the file or table is absent)."""
-    out = {"queued": 0, "dead_lettered": 0}
+def outbox_counts(path: Path, delivered: set[str] | None = None) -> dict[str, int]:
+    """Events queued and dead-lettered in an outbox file (read-only; 0 where the file or table is absent).
+
+    ``delivered`` (event ids a subscriber has) leaves out rows already delivered whose acknowledgement the
+    daemon could not write (a full disk): they are resent after a restart, duplicates rather than a backlog.
+    """
+    out = {"queued": 0, "dead_lettered": 0, "resent_later": 0}
     if not path.exists():
         return out
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db, \
             contextlib.suppress(sqlite3.OperationalError):
-            out["queued"] = db.execute("SELECT COUNT(*) FROM outbox WHERE kind = 'event'").fetchone()[0]
-            out["dead_lettered"] = db.execute("SELECT COUNT(*) FROM dead_letter WHERE kind = 'event'").fetchone()[0]
+        queued = [json.loads(p)["event_id"] for (p,) in db.execute("SELECT payload FROM outbox WHERE kind = 'event'")]
+        out["queued"] = len([e for e in queued if e not in (delivered or set())])
+        out["resent_later"] = len(queued) - out["queued"]
+        out["dead_lettered"] = db.execute("SELECT COUNT(*) FROM dead_letter WHERE kind = 'event'").fetchone()[0]
     return out
 
 

@@ -370,7 +370,8 @@ class Daemon:
                          health["events"], health["events"] - self._events_logged, health["triggers"],
                          health["backlog"], health["realtime_factor"], health["serial"],
                          "" if health["outbox"]["state"] == "ok" else
-                         f"; {health['outbox']['state']}, {sum(health['outbox']['unstored'].values())} unstored")
+                         f"; {health['outbox']['state']}, evicted {health['outbox']['evicted']}, unstored "
+                         f"{health['outbox']['unstored']}")
                 self._events_logged = health["events"]
                 self.notifier.status((f"REFUSED: {self.model_refused}; " if self.model_refused else "")
                                      + self._outbox_note()
@@ -390,8 +391,11 @@ class Daemon:
             log.exception("draining failed; events of the last blocks may not be stored")
             self.exit_code = 1
         left = self.publisher.stop(timeout=10.0)
+        outbox = self.publisher.outbox
         log.info("stopped after %d events (+%d not logged since the last event line); %d left in the outbox for "
-                 "the next start", self.events_out, self._events_not_logged, left)
+                 "the next start%s", self.events_out, self._events_not_logged, left,
+                 f"; evicted {outbox.evicted_kinds}, unstored {outbox.unstored}"
+                 if outbox.evicted_kinds or outbox.unstored else "")
         return self.exit_code
 
 

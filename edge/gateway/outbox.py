@@ -131,6 +131,7 @@ class Outbox:
         self.max_events = int(max_events)
         self.evict_first = tuple(evict_first)
         self.evictions: dict[str, int] = {}
+        self.evicted_kinds: dict[str, int] = {}  # the same evictions by kind (event, waveform)
         self.unstored: dict[str, int] = {}  # rows that could not be stored, by kind (since this process opened it)
         self.write_fault: str | None = None  # why writes fail right now (None: they do not)
         self.write_faults = 0  # times writes started failing
@@ -358,7 +359,7 @@ class Outbox:
                 if victim is None:
                     break
                 evicted.append(victim)
-            for row_id, _ in evicted:
+            for row_id, _, _ in evicted:
                 db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
             cur = db.execute(
                 "INSERT INTO outbox (topic, payload, qos, retain, kind, label, created, historical) "
@@ -371,11 +372,12 @@ class Outbox:
         self._count_evictions(evicted)
         return int(cur.lastrowid)
 
-    def _count_evictions(self, evicted: list[tuple[int, str]]) -> None:
-        for row_id, victim_label in evicted:
+    def _count_evictions(self, evicted: list[tuple[int, str, str]]) -> None:
+        for row_id, victim_label, kind in evicted:
             self._hidden.pop(row_id, None)
             key = victim_label or "unlabelled"
             self.evictions[key] = self.evictions.get(key, 0) + 1
+            self.evicted_kinds[kind] = self.evicted_kinds.get(kind, 0) + 1
 
     def _insert_when_full(self, row: tuple) -> int | None:
         """The disk refused ``row``: give back the reserve, checkpoint, stop the file growing, then evict (by
@@ -421,17 +423,17 @@ class Outbox:
             self._db.execute(f"PRAGMA synchronous={level}")
             self._synchronous = level
 
-    def _victim(self, exclude: list[tuple[int, str]]) -> tuple[int, str] | None:
-        """The next row to evict under the documented rule (caller holds the lock and a transaction)."""
-        skip = tuple(row_id for row_id, _ in exclude) + tuple(self._hidden) or (-1,)  # hidden: already gone
+    def _victim(self, exclude: list[tuple[int, str, str]]) -> tuple[int, str, str] | None:
+        """The next row to evict under the documented rule, as (id, label, kind) (caller holds the lock)."""
+        skip = tuple(v[0] for v in exclude) + tuple(self._hidden) or (-1,)  # hidden: already gone
         marks = ",".join("?" * len(skip))
         labels = self.evict_first or ("",)  # "" never matches a label when no class goes first
         rules = [(f"label IN ({','.join('?' * len(labels))})", labels), ("kind = 'waveform'", ()), ("1", ())]
         for where, args in rules:
-            row = self._db.execute(f"SELECT id, label FROM outbox WHERE {where} AND id NOT IN ({marks}) "
+            row = self._db.execute(f"SELECT id, label, kind FROM outbox WHERE {where} AND id NOT IN ({marks}) "
                                    "ORDER BY id LIMIT 1", (*args, *skip)).fetchone()
             if row is not None:
-                return int(row[0]), str(row[1])
+                return int(row[0]), str(row[1]), str(row[2])
         return None
 
     def pending(self, limit: int = 100, after_id: int = 0) -> list[Row]:
@@ -561,7 +563,8 @@ class Outbox:
 
     def health(self) -> dict:
         """The outbox's part of the health message: state, unstored rows, reserve, start-up salvage."""
-        return {"state": self.state(), "unstored": dict(self.unstored), "write_faults": self.write_faults,
+        return {"state": self.state(), "unstored": dict(self.unstored), "evicted": dict(self.evicted_kinds),
+                "write_faults": self.write_faults,
                 "reserve": self.reserve_path.exists(), "dead_letters": self.dead_letters(),
                 "recovery": self.recovery.as_dict() if self.recovery else None}
 
