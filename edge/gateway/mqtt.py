@@ -530,7 +530,9 @@ class Publisher:
             historical = row.historical or row.attempts > 0 or row.id <= self._live_after_id
             payload = row.payload
             try:
-                body = json.loads(payload) if row.kind in ("event", "waveform") else None
+                body = json.loads(payload) if row.kind in ("event", "waveform") else {}
+                if not isinstance(body, dict):
+                    raise ValueError("not a JSON object")
             except ValueError:  # bytes rotted on disk: never send garbage, never block the queue on it
                 self.counters["damaged"] += 1
                 too_large[row.id] = "payload damaged on disk (not JSON)"

@@ -151,6 +151,8 @@ class Outbox:
                             "or node.state_dir") from None
         if self.reserve_path.exists() and self._free() < self.reserve_bytes:
             self._release_reserve("the disk is full at start")
+        elif self.reserve_path.exists() and not self.reserve_bytes:
+            self._release_reserve("outbox.reserve_kb is 0")
         # The WAL is read before SQLite opens the file: opening would apply its sound frames, drop the rest
         # and, on close, delete the evidence.
         self._db: sqlite3.Connection | None = None
