@@ -132,6 +132,35 @@ def fill(directory: Path, leave_bytes: int = 0, name: str = "filler") -> Path:
     return path
 
 
+class NotifyListener:
+    """A systemd notify socket (``NOTIFY_SOCKET``) that keeps every ``STATUS=`` the daemon sends."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.mkdtemp(prefix="sw-notify-")  # a socket path must stay under 108 bytes
+        self.path = str(Path(self._dir) / "notify")
+        self.statuses: list[str] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(self.path)
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="notify", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                message = self._sock.recv(65536).decode(errors="replace")
+            except (TimeoutError, OSError):
+                continue
+            self.statuses += [line[len("STATUS="):] for line in message.splitlines() if line.startswith("STATUS=")]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
 # ----------------------------------------------------------------------------- a fake MQTT 5 broker
 def _varint(n: int) -> bytes:
     out = bytearray()

@@ -18,7 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faults import LEDGER_HEADER, EventLedger, FakeBroker, fill, outbox_counts, oversized_publish, small_disk
+from faults import (
+    LEDGER_HEADER,
+    EventLedger,
+    FakeBroker,
+    NotifyListener,
+    fill,
+    outbox_counts,
+    oversized_publish,
+    small_disk,
+)
 from mqtt_broker import Collector, wait_until
 from test_daemon import Board, Daemon, write_config
 
@@ -49,7 +58,7 @@ def things():
                 thing.proc.wait()
         elif isinstance(thing, Board):
             thing.stop()
-        else:  # Collector, FakeBroker
+        else:  # Collector, FakeBroker, NotifyListener
             thing.close()
 
 
@@ -112,13 +121,17 @@ def test_disk_full_classification_goes_on_eviction_frees_room_and_the_backlog_dr
                      extra="[outbox]\nreserve_kb = 128\n")
         (disk / "state").mkdir()
         fill(disk, leave_bytes=free_kb * 1024)  # logs or a core dump took the rest
-        daemon = Daemon(cfg, tmp_path)
+        notify = NotifyListener()
+        things(notify)
+        daemon = Daemon(cfg, tmp_path, env={"NOTIFY_SOCKET": notify.path})
         things(daemon)
         assert wait_until(lambda: "cannot write" in daemon.text(), 3 * T), daemon.text()[-3000:]
         # Classification goes on behind the full disk, and the periodic line says the outbox is degraded.
         assert wait_until(lambda: "degraded: outbox cannot write" in daemon.text().split("cannot write", 1)[1]
                           and until in daemon.text(), 3 * T), daemon.text()[-3000:]
         assert daemon.proc.poll() is None
+        assert wait_until(lambda: any("degraded: outbox cannot write" in st for st in notify.statuses), T), \
+            notify.statuses[-3:]  # systemctl status says it too
         broker.start()
         col = Collector(broker.port, f"{TOPIC}/#")
         things(col)
@@ -191,12 +204,13 @@ def _first_run_killed(tmp_path: Path, broker, things, seed: int, n: int = 30) ->
     return path, outbox_counts(copy)["queued"]
 
 
-def _second_run(tmp_path: Path, broker, things, backlog_floor: int) -> tuple[Daemon, Collector]:
+def _second_run(tmp_path: Path, broker, things, backlog_floor: int, env: dict | None = None
+                ) -> tuple[Daemon, Collector]:
     col = Collector(broker.port, f"{TOPIC}/#")
     things(col)
     board = Board(tmp_path, speed=1.0, rate_per_min=0.1, seed=99)
     things(board)
-    second = Daemon(config(tmp_path, board, broker.port), tmp_path, "second")
+    second = Daemon(config(tmp_path, board, broker.port), tmp_path, "second", env=env)
     things(second)
     assert col.wait_for(lambda c: len(events(c)) >= backlog_floor and last_health(c).get("backlog") == 0, T), \
         second.text()[-3000:]
@@ -214,11 +228,15 @@ def test_a_damaged_wal_is_salvaged_and_counted(make_broker, tmp_path, things):
     raw[at:at + 256] = os.urandom(256)  # a torn write a third of the way into the live log
     wal.write_bytes(bytes(raw))
     broker.start()
-    second, col = _second_run(tmp_path, broker, things, backlog_floor=1)
+    notify = NotifyListener()
+    things(notify)
+    second, col = _second_run(tmp_path, broker, things, backlog_floor=1, env={"NOTIFY_SOCKET": notify.path})
     health = last_health(col)
     rec = health["outbox"]["recovery"]
     assert rec is not None and "write-ahead log is damaged" in rec["problem"], second.text()[-3000:]
     assert "salvaged" in second.text() and Path(rec["set_aside"]).exists()
+    assert any(f"outbox salvaged at start: {rec['recovered']} recovered, {rec['lost']} lost" in st
+               for st in notify.statuses), notify.statuses[:3]
     assert second.signal(signal.SIGTERM) == 0
     first_boot = [m for m in events(col) if m["seq"] <= before and m["historical"]]
     ledger = EventLedger("damaged WAL (256 random bytes a third into the live log), SIGKILLed run", produced=before,

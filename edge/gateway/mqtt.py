@@ -292,6 +292,7 @@ class Publisher:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             problem = f"broker refused the connection: {reason_code}"
+            self.connect_problem = problem
             if problem != self._last_problem:
                 log.error("MQTT: %s (check mqtt.username/password_file/client certificate); retrying", problem)
                 self._last_problem = problem
