@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_replay.py
 	$(PY) bench/bench_daemon.py
 	$(PY) bench/bench_soak.py
+	$(PY) bench/bench_inbound_limit.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -27,7 +27,7 @@ __all__ = ["AmqttBroker", "Collector", "MosquittoBroker", "free_port", "port_ope
 def start_broker(workdir: Path, port: int | None = None, **options) -> MosquittoBroker | AmqttBroker:
     """A running broker on ``port`` or a free loopback port.
 
-    Options (persistence, password_file, tls, acl_file) need Mosquitto: without it the test is skipped.
+    Options (persistence, password_file, tls, acl_file, max_packet_size) need Mosquitto: without it the test is skipped.
     """
     if mosquitto_path() is not None:
         broker: MosquittoBroker | AmqttBroker = MosquittoBroker(workdir, port=port, **options)

@@ -181,7 +181,8 @@ def test_mqtt_doc_has_every_health_field(tmp_path):
         health = daemon.health()
     finally:
         daemon.publisher.outbox.close()
-    keys = set(health) | {f"mqtt.{k}" for k in health["mqtt"]} | {f"inference_ms.{k}" for k in health["inference_ms"]}
+    keys = set(health) | {f"mqtt.{k}" for k in health["mqtt"]} | {f"inference_ms.{k}" for k in health["inference_ms"]} \
+        | {f"outbox.{k}" for k in health["outbox"]}
     keys |= {f"archive.{k}" for k in health["archive"]}
     assert len(keys) > 30
     text = doc("mqtt.md")

@@ -421,3 +421,120 @@ def test_a_sender_that_dies_on_its_outbox_says_so(mqtt_broker, tmp_path, publish
     pub._events.put(_Wake())
     assert wait_until(lambda: "mqtt-sender" in pub.dead_workers(), T)
     assert "ProgrammingError" in pub.dead_workers()["mqtt-sender"]
+
+
+# ----------------------------------------------------------------------------- broker answers, packet sizes, TLS
+def test_a_transient_refusal_is_retried_with_back_off_and_then_delivered(tmp_path, publishers, caplog):
+    from faults import FakeBroker
+
+    quota_exceeded = 0x97
+    broker = FakeBroker(puback=lambda topic, n: quota_exceeded if topic.endswith("/event") and n <= 3 else 0)
+    try:
+        caplog.set_level(logging.INFO, logger="edge.gateway.mqtt")
+        pub = publishers(make_cfg(tmp_path, broker.port))
+        for seq in (1, 2):
+            pub.submit_event(sample_event(seq))
+        assert wait_until(lambda: pub.outbox.depth() == 0, T), pub.stats()
+        got = broker.published(f"{TOPIC}/event")
+        refused = [json.loads(r.payload)["seq"] for r in got if r.reason == quota_exceeded]
+        accepted = [json.loads(r.payload)["seq"] for r in got if r.reason == 0]
+        assert len(refused) == 3 and sorted(set(accepted)) == [1, 2]  # refused three times, then each delivered
+        stats = pub.stats()
+        assert stats["retried"] >= 3 and stats["dead_lettered"] == 0 and stats["acked"] == 2
+        assert pub.outbox.dead_letters() == 0
+        lines = [r.getMessage() for r in caplog.records if "refused a message" in r.getMessage()]
+        assert len(lines) == 1 and "0x97" in lines[0] and "retried with back-off" in lines[0]  # logged once
+    finally:
+        broker.close()
+
+
+def test_the_brokers_maximum_packet_size_splits_waveforms_and_dead_letters_what_cannot_fit(tmp_path, publishers):
+    from faults import FakeBroker
+
+    from edge.gateway.messages import join_waveform
+
+    limit = 8000
+    broker = FakeBroker(max_packet=limit)
+    try:
+        pub = publishers(make_cfg(tmp_path, broker.port, publish_waveforms=True))
+        window = np.random.default_rng(2).standard_normal((3, 2048)).astype(np.float32)
+        for seq in (1, 2):
+            event = sample_event(seq)
+            pub.submit_event(event)
+            pub.submit_waveform(event["event_id"], window * seq, 4000.0, event["window"]["start"], ["Z", "N", "E"],
+                                units="m/s", label="blast")
+        assert wait_until(lambda: pub.outbox.depth() == 0, T), pub.stats()
+        assert pub.max_packet == limit
+        waves = broker.published(f"{TOPIC}/waveform")
+        schema = Draft202012Validator(json.loads((SCHEMAS / "waveform.schema.json").read_text()))
+        by_event: dict[str, list[dict]] = {}
+        for r in waves:
+            msg = json.loads(r.payload)
+            schema.validate(msg)
+            assert len(r.payload) < limit and msg["part"]["count"] > 1
+            by_event.setdefault(msg["event_id"], []).append(msg)
+        for seq in (1, 2):  # each window arrives whole, from its parts
+            np.testing.assert_array_equal(join_waveform(by_event[f"s1.n1.boot-1.{seq}"]), window * seq)
+        assert {json.loads(r.payload)["seq"] for r in broker.published(f"{TOPIC}/event")} == {1, 2}
+        assert pub.stats()["waveform_parts"] == sum(len(v) for v in by_event.values())
+    finally:
+        broker.close()
+
+    tiny = FakeBroker(max_packet=400)  # not even an event fits: dead-lettered with the reason, the queue moves on
+    try:
+        pub = publishers(make_cfg(tmp_path / "tiny", tiny.port))
+        for seq in (1, 2, 3):
+            pub.submit_event(sample_event(seq))
+        assert wait_until(lambda: pub.stats()["dead_lettered"] == 3, T), pub.stats()
+        assert pub.outbox.depth() == 0 and tiny.published(f"{TOPIC}/event") == []
+        with sqlite3.connect(pub.outbox.path) as db:
+            reasons = [r for (r,) in db.execute("SELECT reason FROM dead_letter")]
+        assert len(reasons) == 3 and all("larger than the broker's maximum packet size" in r and "> 400 bytes" in r
+                                         for r in reasons)
+    finally:
+        tiny.close()
+
+
+def test_connect_limits_inbound_packets_and_an_oversized_one_drops_the_link_not_the_memory(tmp_path, publishers,
+                                                                                             caplog):
+    from faults import FakeBroker, oversized_publish
+
+    from edge.gateway.health import rss_mb
+
+    broker = FakeBroker(after_connack=oversized_publish(2**28 - 1, 128 * 2**20))  # announces 256 MB, sends 128
+    try:
+        caplog.set_level(logging.INFO, logger="edge.gateway.mqtt")
+        before = rss_mb()
+        pub = publishers(make_cfg(tmp_path, broker.port, max_inbound_kb=64))
+        assert wait_until(lambda: pub.stats()["inbound_refused"] >= 2, T), pub.stats()
+        assert rss_mb() - before < 64, (before, rss_mb())  # without the limit: +97 MB for 96 MB sent
+        assert b"\x27\x00\x01\x00\x00" in broker.connect_properties[0]  # CONNECT: Maximum Packet Size 65536
+        lines = [r.getMessage() for r in caplog.records if "max_inbound_kb" in r.getMessage()]
+        assert len(lines) == 1 and "268435" in lines[0]  # logged once with the announced size, not per reconnect
+        pub.submit_event(sample_event(1))  # still queued, not lost
+        assert pub.outbox.depth() == 1
+    finally:
+        broker.close()
+
+
+def test_tls_failures_are_logged_as_tls_with_the_reason(make_broker, publishers, tmp_path, caplog):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not installed (needed to make test certificates)")
+    certs = make_certificates(tmp_path / "pki")
+    other = make_certificates(tmp_path / "other")  # a CA that did not sign the broker's certificate
+    broker = make_broker(tls={"ca": certs["ca.crt"], "cert": certs["server.crt"], "key": certs["server.key"]})
+    client = {"tls": True, "cert_file": certs["client.crt"], "key_file": certs["client.key"]}
+    caplog.set_level(logging.INFO, logger="edge.gateway.mqtt")
+    wrong_ca = publishers(make_cfg(tmp_path / "a", broker.port, ca_file=other["ca.crt"], **client))
+    assert wait_until(lambda: "TLS" in wrong_ca.connect_problem, T), wrong_ca.stats()
+    assert "certificate verify failed" in wrong_ca.connect_problem and "unreachable" not in wrong_ca.connect_problem
+    assert wrong_ca.status_line().startswith("MQTT TLS with 127.0.0.1") and wrong_ca.stats()["tls_failures"] >= 1
+    wrong_ca.stop(timeout=0)
+    cfg = make_cfg(tmp_path / "b", broker.port, ca_file=certs["ca.crt"], **client)
+    cfg.mqtt.host = "localhost"  # the broker's certificate names 127.0.0.1 only
+    mismatch = publishers(cfg)
+    assert wait_until(lambda: "TLS" in mismatch.connect_problem, T), mismatch.stats()
+    assert "mismatch" in mismatch.connect_problem.lower()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and "TLS" in r.getMessage()]
+    assert len(errors) == 2 and all("mqtt.ca_file" in e for e in errors)
+    assert not [r for r in caplog.records if "unreachable" in r.getMessage()]

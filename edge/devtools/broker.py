@@ -58,7 +58,8 @@ class MosquittoBroker:
     kind = "mosquitto"
 
     def __init__(self, workdir: Path, *, port: int | None = None, persistence: bool = False,
-                 password_file: Path | None = None, tls: dict | None = None, acl_file: Path | None = None) -> None:
+                 password_file: Path | None = None, tls: dict | None = None, acl_file: Path | None = None,
+                 max_packet_size: int | None = None) -> None:
         self.exe = mosquitto_path()
         if self.exe is None:
             raise FileNotFoundError("mosquitto is not installed")
@@ -78,6 +79,8 @@ class MosquittoBroker:
             lines.append("allow_anonymous true")
         if acl_file:  # who may publish and subscribe where (anonymous clients: the patterns without a user)
             lines.append(f"acl_file {acl_file}")
+        if max_packet_size:  # the broker refuses larger packets and tells MQTT 5 clients in CONNACK
+            lines.append(f"max_packet_size {int(max_packet_size)}")
         if persistence:  # sessions and queued QoS 1 messages survive a broker restart
             lines += ["persistence true", f"persistence_location {self.workdir}/"]
         else:

@@ -85,6 +85,7 @@ class MqttConfig:
     cert_file: str = ""
     key_file: str = ""
     publish_waveforms: bool = False
+    max_inbound_kb: int = 64  # largest packet taken from the broker (MQTT 5 CONNECT Maximum Packet Size)
 
 
 @dataclass
@@ -93,6 +94,7 @@ class OutboxConfig:
 
     path: str = ""  # default: {state_dir}/outbox.sqlite
     max_events: int = 100_000
+    reserve_kb: int = 1024  # disk kept free beside the outbox, released when the disk fills (0: none)
 
 
 @dataclass
@@ -192,8 +194,8 @@ _CHOICES = {"trigger.method": STA_LTA_METHODS, "mqtt.protocol": ("5", "3.1.1"), 
 _POSITIVE = {"board.baudrate", "board.counts_per_unit", "board.text_fs", "board.reconnect_max_s", "model.threads",
              "trigger.highpass_hz", "trigger.lowpass_hz", "trigger.sta_s", "trigger.lta_s", "trigger.on",
              "trigger.off", "trigger.coincidence", "trigger.min_duration_s", "trigger.max_duration_s",
-             "mqtt.port", "mqtt.keepalive_s", "outbox.max_events", "health.interval_s", "stream.sensitivity_hz",
-             "archive.max_days", "archive.max_bytes", "metrics.port"}
+             "mqtt.port", "mqtt.keepalive_s", "mqtt.max_inbound_kb", "outbox.max_events", "health.interval_s",
+             "stream.sensitivity_hz", "archive.max_days", "archive.max_bytes", "metrics.port"}
 _NON_NEGATIVE = {"trigger.refractory_s", "trigger.pre_s", "archive.min_free_bytes", "stream.depth_m"}
 # Values that parse and are positive but would make the daemon run and detect nothing, or that a library
 # chokes on: (lowest, highest, why). Each bound is far outside what a working node uses.
@@ -214,7 +216,9 @@ _RANGES: dict[str, tuple[float, float, str]] = {
     "trigger.refractory_s": (0.0, 600.0, "seconds"),
     "trigger.pre_s": (0.0, 60.0, "seconds"),
     "mqtt.keepalive_s": (1, 65_535, "seconds (the MQTT limit)"),
+    "mqtt.max_inbound_kb": (1, 262_144, "kB (the MQTT limit is 256 MB; a publisher receives only acknowledgements)"),
     "outbox.max_events": (1, 1_000_000_000, "rows"),
+    "outbox.reserve_kb": (0, 1_048_576, "kB kept free for the outbox to recover from a full disk"),
     "health.interval_s": (1.0, 86_400.0, "seconds (health is a rate report, not a stream)"),
     "stream.sensitivity_hz": (0.001, 1e5, "Hz"),
     "stream.latitude": (-90.0, 90.0, "degrees north"),

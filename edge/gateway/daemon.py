@@ -283,7 +283,12 @@ class Daemon:
     def _emit(self, events: list[PipelineEvent]) -> None:
         for event in events:
             msg = self.messenger.message(event, self._context(event))
-            self.publisher.submit_event(msg, t_close=event.closed_at)
+            if self.publisher.submit_event(msg, t_close=event.closed_at) is None:
+                # The disk refused it even after eviction (counted in health's outbox.unstored): the journal
+                # keeps what it was, so the event is not gone without a trace.
+                log.warning("event %s not stored (%s): %s %.2f at %s, PPV %.3g", msg["event_id"],
+                            self.publisher.outbox.state(), msg["label"], msg["confidence"], msg["trigger_time"],
+                            msg["features"]["ppv"])
             w = event.window
             self.publisher.submit_waveform(msg["event_id"], event.samples, w.fs, w.start, w.channels,
                                            self.cfg.board.units, msg["label"])
@@ -370,6 +375,7 @@ class Daemon:
             "windows_with_gaps": stats.windows_with_gaps if stats else 0,
             "backlog": self.publisher.outbox.depth(),
             "evicted": dict(self.publisher.outbox.evictions),
+            "outbox": self.publisher.outbox.health(),
             "inference_ms": {"p50": percentile(list(stats.inference_ms), 50) if stats else None,
                              "p99": percentile(list(stats.inference_ms), 99) if stats else None},
             # How much faster than real time the pipeline runs on this gateway: the headroom left.
@@ -382,6 +388,14 @@ class Daemon:
             "timing": timing.as_fields() if (timing := self.timing()) else None,
             "archive": self.archive.health() if self.archive is not None else None,
         }
+
+    def _outbox_note(self) -> str:
+        """The outbox's trouble for ``systemctl status``: a disk that refuses writes, a salvage at start."""
+        outbox = self.publisher.outbox
+        note = "" if outbox.state() == "ok" else f"{outbox.state()}; "
+        if (rec := outbox.recovery) is not None:
+            note += f"outbox salvaged at start: {rec.recovered} recovered, {rec.lost} lost; "
+        return note
 
     def request_stop(self, *_args) -> None:
         self.stop_event.set()
@@ -409,7 +423,7 @@ class Daemon:
         log.info("stopewatch %s: site %s node %s, model %s, board %s, broker %s:%d", package_version(),
                  self.cfg.node.site, self.cfg.node.node, self.classifier.card["name"], self.cfg.board.port,
                  self.cfg.mqtt.host, self.cfg.mqtt.port)
-        self.notifier.ready(f"running; {self.publisher.status_line()}")
+        self.notifier.ready(f"running; {self._outbox_note()}{self.publisher.status_line()}")
         self._warm_up()  # bytes arriving meanwhile wait in the queue
         watchdog = self.notifier.watchdog_interval() or 10.0
         next_health = time.monotonic() + min(5.0, self.cfg.health.interval_s)
@@ -438,11 +452,15 @@ class Daemon:
                 self.publisher.publish_health(health)
                 if self.metrics is not None:
                     self.metrics.health.update(health)
-                log.info("%d events (%d since last), %d triggers, backlog %d, %s x real time, serial %s",
+                log.info("%d events (%d since last), %d triggers, backlog %d, %s x real time, serial %s%s",
                          health["events"], health["events"] - self._events_logged, health["triggers"],
-                         health["backlog"], health["realtime_factor"], health["serial"])
+                         health["backlog"], health["realtime_factor"], health["serial"],
+                         "" if health["outbox"]["state"] == "ok" else
+                         f"; {health['outbox']['state']}, evicted {health['outbox']['evicted']}, unstored "
+                         f"{health['outbox']['unstored']}")
                 self._events_logged = health["events"]
                 self.notifier.status((f"REFUSED: {self.model_refused}; " if self.model_refused else "")
+                                     + self._outbox_note()
                                      + f"{self.events_out} events; serial {self.serial_state}; "
                                      f"{self.publisher.status_line()}")
                 next_health = now + self.cfg.health.interval_s
@@ -463,8 +481,11 @@ class Daemon:
         left = self.publisher.stop(timeout=10.0)
         if self.metrics is not None:
             self.metrics.stop()
+        outbox = self.publisher.outbox
         log.info("stopped after %d events (+%d not logged since the last event line); %d left in the outbox for "
-                 "the next start", self.events_out, self._events_not_logged, left)
+                 "the next start%s", self.events_out, self._events_not_logged, left,
+                 f"; evicted {outbox.evicted_kinds}, unstored {outbox.unstored}"
+                 if outbox.evicted_kinds or outbox.unstored else "")
         return self.exit_code
 
 

@@ -7,6 +7,7 @@ Field by field in docs/mqtt.md; the JSON Schemas are edge/schemas/*.schema.json.
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -114,3 +115,53 @@ def decode_waveform(message: dict) -> np.ndarray:
     """Samples of a ``stopewatch.waveform/1`` message as float32 (channels, samples)."""
     raw = np.frombuffer(base64.b64decode(message["data"]), dtype="<f4")
     return raw.reshape(len(message["channels"]), int(message["samples"])).astype(np.float32)
+
+
+def split_waveform(message: dict, max_bytes: int) -> list[dict]:
+    """A ``stopewatch.waveform/1`` message cut in time into parts whose JSON is at most ``max_bytes`` each.
+
+    For a broker whose Maximum Packet Size is below the whole window. Each part is a complete waveform
+    message for its samples (``start`` and ``fs`` stay the window's; ``samples`` and ``data`` are the
+    part's) with ``part = {index, count, first_sample, window_samples}``: ``first_sample`` is the part's
+    offset in the window, so :func:`join_waveform` puts the window back together exactly. Returns [] when
+    not even one sample per part fits.
+    """
+    arr = decode_waveform(message)
+    channels, total = arr.shape
+
+    def part(lo: int, hi: int, index: int, count: int) -> dict:
+        chunk = np.ascontiguousarray(arr[:, lo:hi], dtype="<f4")
+        return dict(message, samples=hi - lo, data=base64.b64encode(chunk).decode(),
+                    part={"index": index, "count": count, "first_sample": lo, "window_samples": total})
+
+    def size(msg: dict) -> int:
+        return len(json.dumps(msg, separators=(",", ":"), allow_nan=False).encode())
+
+    # The JSON around the samples, with the widest numbers a part can carry; what is left holds base64.
+    frame = size(part(0, 0, total, total)) + 2 * len(str(total))
+    per = (max_bytes - frame) * 3 // 4 // (4 * channels)
+    while per >= 1:
+        count = -(-total // per)
+        parts = [part(lo, min(lo + per, total), i + 1, count) for i, lo in enumerate(range(0, total, per))]
+        if all(size(p) <= max_bytes for p in parts):
+            return parts
+        per -= max(1, per // 16)
+    return []
+
+
+def join_waveform(parts: list[dict]) -> np.ndarray:
+    """The window of a waveform sent whole or in parts (any order, duplicates allowed), float32 (channels, samples).
+
+    Raises ValueError when a part is missing.
+    """
+    if len(parts) == 1 and "part" not in parts[0]:
+        return decode_waveform(parts[0])
+    by_index = {p["part"]["index"]: p for p in parts}
+    count = parts[0]["part"]["count"]
+    if sorted(by_index) != list(range(1, count + 1)):
+        raise ValueError(f"waveform {parts[0]['event_id']}: parts {sorted(by_index)} of {count}")
+    out = np.empty((len(parts[0]["channels"]), parts[0]["part"]["window_samples"]), dtype=np.float32)
+    for p in by_index.values():
+        lo = p["part"]["first_sample"]
+        out[:, lo:lo + p["samples"]] = decode_waveform(p)
+    return out

@@ -19,13 +19,28 @@ resent in order: delivery is at-least-once and ``event_id`` lets consumers drop 
 it is left from a previous run, or it is being resent after a lost connection.
 
 The daemon never waits for the broker: the client connects in the background and retries forever with
-exponential back-off, logging one line per state change (not per message or per retry).
+exponential back-off, logging one line per state change (not per message or per retry). A failed connection
+says why: a TLS failure is logged as TLS with its reason (certificate verify failed, hostname mismatch ...),
+not as an unreachable broker.
+
+Packet sizes, both ways (MQTT 5):
+
+- outbound: the broker's Maximum Packet Size (CONNACK property) is respected. A waveform too large for it is
+  sent in parts that fit (each a ``stopewatch.waveform/1`` message with a ``part`` object; see
+  :func:`edge.gateway.messages.split_waveform`); a message that cannot fit at all (an event, or a waveform
+  whose single sample row does not fit) goes to the dead-letter table with the reason. Nothing blocks the
+  queue: without this, the broker drops the connection on the oversized packet and the same row is sent
+  again on every reconnect.
+- inbound: CONNECT asks the broker for packets of at most ``mqtt.max_inbound_kb``, and the client refuses a
+  larger one before reading it (paho itself would allocate whatever length the broker announces): the
+  connection is dropped and the reason logged.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import json
 import logging
 import queue
@@ -40,10 +55,12 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge.gateway.config import Config, password
 from edge.gateway.health import percentile
-from edge.gateway.messages import waveform_message
+from edge.gateway.messages import split_waveform, waveform_message
 from edge.gateway.outbox import Outbox
 from firmware_bridge.clock import utc_now
 
@@ -87,6 +104,56 @@ PERMANENT_REFUSALS = {0x83: "implementation specific error", 0x87: "not authoriz
 RETRY_MIN_S, RETRY_MAX_S = 1.0, 60.0
 
 
+def publish_packet_size(topic: str, payload: bytes, qos: int = 1) -> int:
+    """Bytes of the MQTT 5 PUBLISH packet for ``payload`` on ``topic`` (no properties), as the broker counts
+    it against its Maximum Packet Size: fixed header, topic, packet id (QoS > 0), properties length, payload."""
+    remaining = 2 + len(topic.encode()) + (2 if qos > 0 else 0) + 1 + len(payload)
+    length_bytes = 1 if remaining < 128 else 2 if remaining < 16_384 else 3 if remaining < 2_097_152 else 4
+    return 1 + length_bytes + remaining
+
+
+def describe_connect_error(exc: BaseException | None) -> tuple[bool, str]:
+    """(is it TLS, the reason in words) for an exception raised while connecting to the broker."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return True, f"certificate verify failed: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return True, str(exc.reason or exc)
+    if isinstance(exc, OSError):
+        return False, exc.strerror or str(exc)
+    return False, str(exc) if exc is not None else "no answer"
+
+
+class _Client(paho.Client):
+    """paho's client with two guards it lacks: a bound on inbound packets, and the cause of a failed connect.
+
+    Both hook paho internals (``reconnect`` is public; ``_sock_recv`` and ``_in_packet`` are not): the fake
+    broker test in tests/test_faults_outbox.py fails if a paho release changes them.
+    """
+
+    def __init__(self, *args: Any, max_inbound: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_inbound = int(max_inbound)
+        self.connect_error: BaseException | None = None  # why the last connection attempt failed
+        self.inbound_refused = ""  # why the last connection was dropped by the inbound limit
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            rc = super().reconnect()
+        except OSError as exc:
+            self.connect_error = exc
+            raise
+        self.connect_error = None
+        return rc
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        packet = self._in_packet
+        if packet["have_remaining"] and packet["remaining_length"] > self.max_inbound:
+            self.inbound_refused = (f"the broker sent a packet of {packet['remaining_length']} bytes, above "
+                                    f"mqtt.max_inbound_kb ({self.max_inbound} bytes)")
+            raise OSError(errno.EMSGSIZE, self.inbound_refused)
+        return super()._sock_recv(min(bufsize, 1 << 16))  # recv(n) allocates n bytes up front
+
+
 @dataclass(frozen=True)
 class _Wake:
     """Something new to send (or stop was asked)."""
@@ -97,10 +164,11 @@ _SenderItem = _Connected | _Disconnected | _Ack | _Wake
 
 @dataclass(frozen=True)
 class _InFlight:
-    """A published outbox row waiting for its PUBACK."""
+    """A published outbox row (or one part of a split waveform row) waiting for its PUBACK."""
 
     row_id: int
     historical: bool
+    parts: int = 1  # packets this row went out as; the row is acknowledged when all have their PUBACK
 
 
 @dataclass(frozen=True)
@@ -132,7 +200,8 @@ class Publisher:
         self.version = version
         self.topics = cfg.topics
         self._model = dict(model)
-        self.outbox = outbox if outbox is not None else Outbox(cfg.outbox_path, cfg.outbox.max_events)
+        self.outbox = outbox if outbox is not None else Outbox(cfg.outbox_path, cfg.outbox.max_events,
+                                                                reserve_kb=cfg.outbox.reserve_kb)
         self.window = max(1, int(window))
         self.on_ack: Callable[[Delivery], None] | None = None
         # Rows up to this id were queued before the current connection came up (by an earlier run, or
@@ -154,10 +223,14 @@ class Publisher:
         self._down_since: float | None = time.monotonic()
         self._last_problem = ""
         self._refusals_logged: set[str] = set()
+        self.max_packet: int | None = None  # the broker's Maximum Packet Size (CONNACK), None when it sets none
+        self.connect_problem = ""  # why the broker cannot be reached, in words (empty once connected)
         self.failure: str | None = None  # why the sender thread died, if it did
         self.latencies_ms: collections.deque[float] = collections.deque(maxlen=_LATENCY_SAMPLES)
         self.counters = {"submitted": 0, "published": 0, "acked": 0, "dead_lettered": 0, "retried": 0, "connects": 0,
-                         "reconnects": 0, "connect_failures": 0, "waveforms": 0, "health_sent": 0}
+                         "reconnects": 0, "connect_failures": 0, "tls_failures": 0, "waveforms": 0,
+                         "waveform_parts": 0, "oversized": 0, "damaged": 0, "inbound_refused": 0,
+                         "health_sent": 0}
         self.client = self._make_client()
 
     # ----------------------------------------------------------------- client set-up
@@ -181,9 +254,9 @@ class Publisher:
         m = self.cfg.mqtt
         self.client_id = m.client_id or f"stopewatch-{self.cfg.node.site}-{self.cfg.node.node}"
         v5 = m.protocol == "5"
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-                             clean_session=None if v5 else True)
+        client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                         protocol=paho.MQTTv5 if v5 else paho.MQTTv311, clean_session=None if v5 else True,
+                         max_inbound=m.max_inbound_kb * 1024)
         if m.username:
             client.username_pw_set(m.username, password(m))
         if m.tls:
@@ -203,7 +276,11 @@ class Publisher:
         m = self.cfg.mqtt
         self.client.reconnect_delay_set(min_delay=max(1, int(reconnect_min_s)),
                                         max_delay=max(1, int(reconnect_max_s)))
-        kwargs = {"clean_start": True} if m.protocol == "5" else {}
+        kwargs: dict[str, Any] = {}
+        if m.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.MaximumPacketSize = min(m.max_inbound_kb * 1024, 268_435_455)  # the broker must not send more
+            kwargs = {"clean_start": True, "properties": props}
         self.client.connect_async(m.host, m.port, keepalive=m.keepalive_s, **kwargs)
         log.info("MQTT: connecting to %s:%d as %s (MQTT %s%s); %d events waiting in %s", m.host, m.port,
                  self.client_id, m.protocol, ", TLS" if m.tls else "", self.outbox.depth(), self.outbox.path)
@@ -215,11 +292,14 @@ class Publisher:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             problem = f"broker refused the connection: {reason_code}"
+            self.connect_problem = problem
             if problem != self._last_problem:
                 log.error("MQTT: %s (check mqtt.username/password_file/client certificate); retrying", problem)
                 self._last_problem = problem
             return
+        limit = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
         with self._state_lock:
+            self.max_packet = int(limit) if limit else None
             client.drop_out_messages()  # paho must not resend: the outbox resends, in order
             self._live_after_id = self.outbox.last_id()
             self._session += 1
@@ -230,18 +310,32 @@ class Publisher:
         if self._ever_connected:
             self.counters["reconnects"] += 1
         offline = "" if self._down_since is None else f" after {time.monotonic() - self._down_since:.0f} s"
-        log.info("MQTT: connected to %s:%d%s; %d events to send from the outbox", self.cfg.mqtt.host,
-                 self.cfg.mqtt.port, offline if self._ever_connected else "", self.outbox.depth())
+        log.info("MQTT: connected to %s:%d%s; %d events to send from the outbox%s", self.cfg.mqtt.host,
+                 self.cfg.mqtt.port, offline if self._ever_connected else "", self.outbox.depth(),
+                 f"; the broker takes packets up to {self.max_packet} bytes" if self.max_packet else "")
         self._ever_connected = True
         self._down_since = None
         self._last_problem = ""
+        self.connect_problem = ""
 
     def _on_connect_fail(self, client, userdata) -> None:
         self.counters["connect_failures"] += 1
-        problem = "broker unreachable"
+        tls, reason = describe_connect_error(getattr(client, "connect_error", None))
+        m = self.cfg.mqtt
+        if tls:
+            self.counters["tls_failures"] += 1
+            problem = f"TLS with {m.host}:{m.port} failed: {reason}"
+        else:
+            problem = f"broker {m.host}:{m.port} unreachable: {reason}"
+        self.connect_problem = problem
         if problem != self._last_problem:
-            log.warning("MQTT: broker %s:%d unreachable; events queue on disk (%d waiting), retrying with "
-                        "back-off", self.cfg.mqtt.host, self.cfg.mqtt.port, self.outbox.depth())
+            if tls:
+                log.error("MQTT: %s (check mqtt.ca_file, cert_file, key_file and that mqtt.host is the name in "
+                          "the broker's certificate); events queue on disk (%d waiting), retrying with back-off",
+                          problem, self.outbox.depth())
+            else:
+                log.warning("MQTT: %s; events queue on disk (%d waiting), retrying with back-off", problem,
+                            self.outbox.depth())
             self._last_problem = problem
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -249,6 +343,13 @@ class Publisher:
         was = self._connected
         self._connected = False
         self._events.put(_Disconnected())
+        if getattr(client, "inbound_refused", ""):
+            self.counters["inbound_refused"] += 1
+            problem = f"dropped the connection: {client.inbound_refused}"
+            client.inbound_refused = ""
+            if problem not in self._refusals_logged:  # once per kind, not on every reconnect
+                self._refusals_logged.add(problem)
+                log.error("MQTT: %s; reconnecting", problem)
         if was:
             self._down_since = time.monotonic()
             if not self._stopping.is_set():
@@ -262,11 +363,12 @@ class Publisher:
                               int(getattr(reason_code, "value", 0))))
 
     # ----------------------------------------------------------------- submitting (pipeline thread)
-    def submit_event(self, msg: dict, t_close: float | None = None) -> int:
+    def submit_event(self, msg: dict, t_close: float | None = None) -> int | None:
         """Queue one ``stopewatch.event/1`` message durably and wake the sender; returns its outbox id.
 
         ``t_close`` is the ``time.monotonic()`` the latency is measured from (the window close); default
-        now. When this returns the event is on disk: it will be delivered even after a power cut.
+        now. When this returns an id the event is on disk: it will be delivered even after a power cut.
+        None: the disk refused it even after eviction (counted in the outbox's ``unstored``; the caller logs it).
         """
         t0 = time.monotonic() if t_close is None else t_close
         historical = bool(msg.get("historical", False)) or not self._connected
@@ -274,6 +376,8 @@ class Publisher:
         with self._submit_lock:
             row_id = self.outbox.put(self.topics.event, _dumps(body), qos=1, kind="event",
                                      label=str(msg.get("label", "")), historical=historical)
+            if row_id is None:
+                return None
             self._submitted[row_id] = (t0, str(msg.get("event_id", "")))
             while len(self._submitted) > _LATENCY_SAMPLES:
                 self._submitted.popitem(last=False)
@@ -293,6 +397,8 @@ class Publisher:
         body = waveform_message(event_id, data, fs, start, channels, units, self.cfg.node.site,
                                 self.cfg.node.node, self.boot_id)
         row_id = self.outbox.put(self.topics.waveform, _dumps(body), qos=1, kind="waveform", label=label)
+        if row_id is None:
+            return None
         self.counters["waveforms"] += 1
         self._events.put(_Wake())
         return row_id
@@ -333,6 +439,7 @@ class Publisher:
         cursor = 0  # highest row id handed to the client in this session
         retry_at: float | None = None  # when rows the broker refused for now are sent again
         backoff = RETRY_MIN_S
+        parts_acked: dict[int, int] = {}  # row id of a split waveform -> parts acknowledged so far
         while True:
             try:
                 batch = [self._events.get(timeout=0.05 if self._stopping.is_set() or retry_at else 1.0)]
@@ -351,8 +458,13 @@ class Publisher:
                     if entry is None:
                         continue  # status or health message, or a packet of a dropped session
                     if not ev.failed:
-                        acked.append((entry, ev.at))
                         backoff = RETRY_MIN_S
+                        if entry.parts > 1:
+                            parts_acked[entry.row_id] = parts_acked.get(entry.row_id, 0) + 1
+                            if parts_acked[entry.row_id] < entry.parts:
+                                continue
+                            del parts_acked[entry.row_id]
+                        acked.append((entry, ev.at))
                     elif ev.code in PERMANENT_REFUSALS:
                         refused[entry.row_id] = f"{ev.reason} (0x{ev.code:02x})"
                     else:  # transient: the row stays queued and goes again after a pause
@@ -365,17 +477,18 @@ class Publisher:
                 elif isinstance(ev, _Connected):
                     session, live, cursor = ev.session, True, 0
                     inflight.clear()
+                    parts_acked.clear()
                 elif isinstance(ev, _Disconnected):
                     live = False
             if acked:
                 self._acknowledge(acked)
             if refused:
-                self.counters["dead_lettered"] += self.outbox.dead_letter(refused)
-                for reason in set(refused.values()):
-                    self._log_refusal(reason, "moved to the outbox's dead_letter table (fix the broker's ACL "
-                                      "or limits; the rows are kept)")
+                for row_id in refused:
+                    parts_acked.pop(row_id, None)
+                self._dead_letter(refused)
             if retry_at is not None and time.monotonic() >= retry_at:
                 cursor, retry_at = 0, None  # resend what is queued from its oldest row, in order
+                parts_acked.clear()
             if self._stopping.is_set() and (self.outbox.depth() == 0 or not self._connected
                                             or time.monotonic() >= self._stop_deadline):
                 return
@@ -388,30 +501,71 @@ class Publisher:
             self._refusals_logged.add(reason)
             log.error("MQTT: the broker refused a message: %s; %s", reason, outcome)
 
+    def _dead_letter(self, refused: dict[int, str]) -> None:
+        """Move rows refused for good to the dead-letter table, logging each kind of reason once."""
+        self.counters["dead_lettered"] += self.outbox.dead_letter(refused)
+        for reason in set(refused.values()):
+            self._log_refusal(reason, "moved to the outbox's dead_letter table (fix the broker's ACL or limits; "
+                              "the rows are kept)")
+
+    def _packets(self, row, payload: bytes) -> list[bytes] | str:
+        """The payloads a row goes out as under the broker's Maximum Packet Size, or why it cannot go."""
+        limit = self.max_packet
+        if limit is None or publish_packet_size(row.topic, payload, row.qos) <= limit:
+            return [payload]
+        size = publish_packet_size(row.topic, payload, row.qos)
+        if row.kind == "waveform":
+            room = limit - publish_packet_size(row.topic, b"", row.qos)
+            parts = split_waveform(json.loads(payload), room)
+            if parts:
+                return [_dumps(part) for part in parts]
+        return (f"larger than the broker's maximum packet size ({size} > {limit} bytes"
+                + (", and one sample per part does not fit either)" if row.kind == "waveform" else ")"))
+
     def _send_more(self, session: int, inflight: dict[int, _InFlight], cursor: int) -> tuple[int, bool]:
         rows = self.outbox.pending(self.window - len(inflight), after_id=cursor)
         sent = []
+        too_large: dict[int, str] = {}  # rows that can never go: too large for this broker, or damaged
         live = True
         for row in rows:
             historical = row.historical or row.attempts > 0 or row.id <= self._live_after_id
             payload = row.payload
-            if historical and row.kind == "event":
-                body = json.loads(payload)
-                if body.get("historical") is not True:
-                    body["historical"] = True
-                    payload = _dumps(body)
+            try:
+                body = json.loads(payload) if row.kind in ("event", "waveform") else {}
+                if not isinstance(body, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError:  # bytes rotted on disk: never send garbage, never block the queue on it
+                self.counters["damaged"] += 1
+                too_large[row.id] = "payload damaged on disk (not JSON)"
+                cursor = row.id
+                continue
+            if historical and row.kind == "event" and body.get("historical") is not True:
+                body["historical"] = True
+                payload = _dumps(body)
+            packets = self._packets(row, payload)
+            if isinstance(packets, str):  # it can never go to this broker: dead-letter it, keep the queue moving
+                self.counters["oversized"] += 1
+                too_large[row.id] = packets
+                cursor = row.id
+                continue
             with self._state_lock:
                 # A reconnect since this thread last looked starts a new session: stop, resend from the start.
                 if not (self._connected and self._session == session):
                     live = False
                     break
-                info = self.client.publish(row.topic, payload, qos=row.qos, retain=row.retain)
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                infos = [self.client.publish(row.topic, packet, qos=row.qos, retain=row.retain)
+                         for packet in packets]
+            if any(info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS for info in infos):
                 live = False  # connection just dropped; paho's copy is discarded on reconnect
                 break
-            inflight[info.mid] = _InFlight(row.id, historical)
+            for info in infos:
+                inflight[info.mid] = _InFlight(row.id, historical, len(infos))
+            if len(infos) > 1:
+                self.counters["waveform_parts"] += len(infos)
             cursor = row.id
             sent.append(row.id)
+        if too_large:
+            self._dead_letter(too_large)
         if sent:
             self.outbox.mark_sent(sent)
             self.counters["published"] += len(sent)
@@ -452,7 +606,8 @@ class Publisher:
     def stats(self) -> dict:
         """Counters for the health message: connection, backlog, evictions, delivery latency."""
         lat = list(self.latencies_ms)
-        return {"connected": self._connected, **self.counters, "backlog": self.outbox.depth(),
+        return {"connected": self._connected, "problem": self.connect_problem or None,
+                "max_packet": self.max_packet, **self.counters, "backlog": self.outbox.depth(),
                 "evictions": dict(self.outbox.evictions),
                 "publish_latency_ms": {"p50": percentile(lat, 50), "p99": percentile(lat, 99), "n": len(lat)}}
 
@@ -461,8 +616,8 @@ class Publisher:
         depth = self.outbox.depth()
         if self._connected:
             return f"MQTT connected to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}, {depth} events to send"
-        return (f"MQTT broker {self.cfg.mqtt.host}:{self.cfg.mqtt.port} unreachable, {depth} events queued "
-                "on disk")
+        problem = self.connect_problem or f"broker {self.cfg.mqtt.host}:{self.cfg.mqtt.port} unreachable"
+        return f"MQTT {problem}, {depth} events queued on disk"
 
     def stop(self, timeout: float = 10.0) -> int:
         """Drain for up to ``timeout`` s, publish retained ``stopped``, disconnect cleanly (no will).
