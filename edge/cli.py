@@ -263,7 +263,8 @@ def _add_board(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--channels", type=int, default=3, choices=(1, 3), help="3 = triaxial, 1 = uniaxial")
     s.add_argument("--format", default="int24", choices=("int16", "int24", "int32", "float32"),
                    help="sample format (default int24)")
-    s.add_argument("--frame-samples", type=int, help="samples per frame (default: 10 ms worth)")
+    s.add_argument("--frame-samples", type=int,
+                   help="samples per frame (default: a real board's, about 256 payload bytes and at most 20 ms)")
     s.add_argument("--counts-per-unit", type=float, help="ADC counts per physical unit (default: noise ~10 counts)")
     s.add_argument("--speed", type=float, default=1.0, help="multiple of real time; 0 = as fast as possible")
     s.add_argument("--seconds", type=float, help="stream length (default: until interrupted)")
