@@ -126,6 +126,8 @@ class ArmTracker:
                 self.samples_concealed += gap
                 if self._fed >= self.warmup:  # armed across it: an event longer than the gap is still seen
                     self.armed_samples += gap
+                elif self._starting:
+                    self.warmup_samples += gap
             else:
                 self.trigger_resets += 1
                 self._fed, self._starting = 0, False
