@@ -344,7 +344,7 @@ def _add_board(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--format", default="int24", choices=("int16", "int24", "int32", "float32"),
                    help="sample format (default int24)")
     s.add_argument("--frame-samples", type=number(1, 65535, integer=True),
-                   help="samples per frame (default: 10 ms worth)")
+                   help="samples per frame (default: a real board's, about 256 payload bytes and at most 20 ms)")
     s.add_argument("--counts-per-unit", type=number(0, 1e18, lo_open=True),
                    help="ADC counts per physical unit (default: noise ~10 counts)")
     s.add_argument("--speed", type=number(0, 10_000), default=1.0,

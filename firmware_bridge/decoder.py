@@ -12,8 +12,8 @@ and whether the filter state must be reset (``reset``). Duplicated frames are dr
 
 A frame can pass its CRC and still be nonsense (a firmware bug, a board in a bad state): a sample rate
 outside 1 Hz..1 MHz or a sample index beyond 2^62 is rejected and counted (``rejected_frames``), and a
-frame holding NaN or infinite samples is dropped and becomes a gap (``nonfinite_frames``), so the
-pipeline resets there instead of averaging NaN into its trigger until the next gap.
+frame holding NaN or infinite samples is dropped and becomes a gap (``nonfinite_frames``), which the
+pipeline conceals (or resets at, when long) instead of averaging NaN into its trigger.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import numpy as np
 from firmware_bridge.clock import iso_utc
 from firmware_bridge.faults import FaultConfig, FaultInjector
 from firmware_bridge.protocol import (
+    BYTES_PER_SAMPLE,
     FULL_SCALE,
     BoardStatus,
     SampleFormat,
@@ -38,6 +39,19 @@ from firmware_bridge.protocol import (
 )
 from firmware_bridge.sources import SignalSource
 from firmware_bridge.textmode import encode_lines
+
+# A board's firmware sends a frame per DMA half-buffer of its ADC: about this much payload (a few USB
+# full-speed packets), and at least this often, so that a slow board's samples are not held back.
+FRAME_PAYLOAD_BYTES = 256
+FRAME_MAX_S = 0.02
+
+
+def default_samples_per_frame(fs: float, channels: int, fmt: SampleFormat) -> int:
+    """Samples per frame of a real board: ``FRAME_PAYLOAD_BYTES`` of payload, at most ``FRAME_MAX_S`` of
+    samples, at least one (3 ch int24: 28 samples, 2.8 ms at 10 kHz, 7 ms at 4 kHz; 5 samples at 250 Hz)."""
+    per_instant = channels * BYTES_PER_SAMPLE[fmt]
+    return max(1, min(FRAME_PAYLOAD_BYTES // per_instant, round(FRAME_MAX_S * fs),
+                      max_samples_per_frame(channels, fmt)))
 
 
 # --------------------------------------------------------------------------- ports
@@ -173,8 +187,9 @@ class SimulatorReport:
 class BoardSimulator:
     """Turns a signal source into the byte stream an ADC board would send.
 
-    ``scale`` converts physical units to counts; ``samples_per_frame`` defaults to about
-    10 ms of samples. ``timestamps`` adds a (simulated GPS) UTC time stamp to every frame.
+    ``scale`` converts physical units to counts; ``samples_per_frame`` defaults to a real board's
+    frame (:func:`default_samples_per_frame`). ``timestamps`` adds a (simulated GPS) UTC time stamp
+    to every frame.
     ``text`` sends the plain text mode instead of binary frames.
     """
 
@@ -189,7 +204,7 @@ class BoardSimulator:
         self.fmt = parse_format(fmt)
         self.scale = float(scale)
         cap = max_samples_per_frame(self.channels, self.fmt)
-        spf = samples_per_frame or max(1, int(round(self.fs / 100.0)))
+        spf = samples_per_frame or default_samples_per_frame(self.fs, self.channels, self.fmt)
         if not 1 <= spf <= cap:
             raise ValueError(f"samples_per_frame = {spf}; allowed 1..{cap} for {self.channels} channels "
                              f"of {self.fmt.name.lower()}")

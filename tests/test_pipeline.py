@@ -94,3 +94,57 @@ def test_window_is_placed_around_the_trigger(stream, classifier):
         start = datetime.fromisoformat(e.window.start.replace("Z", "+00:00"))
         trig = datetime.fromisoformat(e.trigger_time.replace("Z", "+00:00"))
         assert abs((trig - start).total_seconds() - TriggerConfig().pre_s) < 1e-3
+
+
+def run_dropping(data: np.ndarray, classifier, cfg: TriggerConfig, frame: int, dropped) -> tuple[list, Pipeline]:
+    """Feed ``data`` in frames of ``frame`` samples, leaving out the frames whose index is in ``dropped``."""
+    pipe = Pipeline(cfg, classifier, FS, ["Z", "N", "E"], fixed_clock(datetime(2026, 1, 1, tzinfo=UTC), FS))
+    events = []
+    for k, at in enumerate(range(0, data.shape[1], frame)):
+        if k not in dropped:
+            events += pipe.feed(data[:, at:at + frame], at)
+    return events + pipe.flush(), pipe
+
+
+def test_a_short_gap_is_concealed_without_resetting_the_trigger(stream, classifier):
+    data, truth = stream
+    onset = truth[2]["sample"]
+    frame = 40  # 10 ms at 4 kHz
+    lost = {(onset + 400) // frame, (onset + 400) // frame + 1}  # 20 ms just after the onset
+    events, pipe = run_dropping(data, classifier, TriggerConfig(), frame, lost)
+    clean, _ = run_dropping(data, classifier, TriggerConfig(), frame, set())
+    assert pipe.stats.gaps == 0 and pipe.stats.concealed_gaps == 1 and pipe.stats.concealed_samples == 2 * frame
+    assert [e.trigger_sample for e in events] == [e.trigger_sample for e in clean]
+    hit = [e for e in events if abs(e.trigger_sample - onset) < 0.3 * FS]
+    assert len(hit) == 1 and hit[0].concealed_samples == 2 * frame and hit[0].missing_samples == 0
+    assert pipe.stats.windows_concealed == 1
+    fields = hit[0].signal_fields()
+    assert fields["concealed_samples"] == 2 * frame and fields["missing_samples"] == 0
+    # The window holds a straight line over the gap, from the last sample before it to the first after it.
+    a = min(lost) * frame - (hit[0].trigger_sample - round(TriggerConfig().pre_s * FS))
+    w = hit[0].samples
+    line = np.linspace(w[:, a - 1], w[:, a + 2 * frame], 2 * frame + 2, axis=1)[:, 1:-1]
+    np.testing.assert_allclose(w[:, a:a + 2 * frame], line, rtol=1e-5, atol=1e-9)
+    assert all(e.concealed_samples == 0 for e in events if e is not hit[0])
+
+
+def test_a_link_losing_a_frame_in_three_still_detects_every_event(stream, classifier):
+    """Every third 10 ms frame lost: concealed, every event is found; resetting at each gap finds none."""
+    data, truth = stream
+    dropped = set(range(2, data.shape[1] // 40 - 1, 3))  # the last frame arrives: every drop is a gap
+    events, pipe = run_dropping(data, classifier, TriggerConfig(), 40, dropped)
+    triggers = np.array([e.trigger_sample for e in events])
+    found = [t for t in truth if ((triggers >= t["sample"] - 0.3 * FS) & (triggers <= t["sample"] + 1.5 * FS)).any()]
+    assert len(found) == len(truth) and pipe.stats.gaps == 0 and pipe.stats.concealed_gaps == len(dropped)
+    assert len(events) == len(truth)  # no false triggers from the concealed gaps
+    reset, rpipe = run_dropping(data, classifier, TriggerConfig(conceal_gap_s=0.0), 40, dropped)
+    assert rpipe.stats.gaps == len(dropped) and len(reset) < len(truth) // 2
+
+
+def test_a_gap_longer_than_conceal_gap_s_resets(stream, classifier):
+    data, truth = stream
+    cfg = TriggerConfig(conceal_gap_s=0.01)  # 40 samples
+    events, pipe = run_dropping(data, classifier, cfg, 40, {100, 101})
+    assert pipe.stats.gaps == 1 and pipe.stats.concealed_gaps == 0
+    events, pipe = run_dropping(data, classifier, cfg, 40, {100})
+    assert pipe.stats.gaps == 0 and pipe.stats.concealed_gaps == 1

@@ -1,6 +1,7 @@
 """``stopewatch doctor``: one table that says what is wrong on a gateway and how to fix it.
 
-Checks, in order: config, serial (the board delivers valid frames: rate, channels, CRC error rate),
+Checks, in order: config, serial (the board delivers valid frames: rate, channels, CRC error rate, and whether the
+trigger stays armed on this link: the same assessment as the health message's ``link``),
 model (present, matches its card, classifies the built-in test windows, fits the board), broker (reachable with the
 configured TLS and credentials), clock (synchronised), disk (room for the outbox), service (systemd state).
 A check that cannot run because an earlier one failed is SKIP; a check that cannot tell on this machine
@@ -149,6 +150,7 @@ def check_model(cfg: Config, board: Board | None) -> Result:
 
 
 def check_serial(cfg: Config, seconds: float, service_active: bool) -> tuple[Result, Board | None]:
+    from edge.gateway.link import ArmTracker, LinkCounts, assess_link
     from firmware_bridge.decoder import FrameDecoder
     from firmware_bridge.reader import is_replay_file, open_reader
     from firmware_bridge.textmode import TextDecoder
@@ -184,11 +186,15 @@ def check_serial(cfg: Config, seconds: float, service_active: bool) -> tuple[Res
     timer = threading.Timer(seconds, stop.set)
     timer.start()
     t_first = None
+    arm: ArmTracker | None = None  # what the trigger would make of the stream's gaps
     try:
         for chunk in reader.chunks():
             for item in decoder.feed(chunk):
                 if hasattr(item, "data"):
                     t_first = t_first or time.monotonic()
+                    if arm is None:
+                        arm = ArmTracker(float(item.fs), cfg.trigger.lta_s, cfg.trigger.conceal_gap_s)
+                    arm.observe(item.first_sample, item.data.shape[1])
                     samples += item.data.shape[1]
                     channels.add(int(item.data.shape[0]))
                     rates.add(float(item.fs))
@@ -214,7 +220,17 @@ def check_serial(cfg: Config, seconds: float, service_active: bool) -> tuple[Res
     rate = samples / max(time.monotonic() - t_first, 1e-3) if t_first else 0.0
     detail = (f"{url}: {frames} frames, {chans} channel(s) at {fs:g} Hz, CRC errors {crc} ({100 * crc_rate:.2f} %), "
               f"{st.get('sample_gaps', 0)} gaps")
+    link = assess_link(LinkCounts(
+        frames_ok=frames + st.get("status_frames", 0), frames_lost=st.get("frames_missed", 0), crc_errors=crc,
+        rejected_frames=st.get("rejected_frames", 0), nonfinite_frames=st.get("nonfinite_frames", 0),
+        samples_received=st.get("samples", 0), samples_missed=st.get("samples_missed", 0),
+        samples_concealed=arm.samples_concealed, trigger_resets=arm.trigger_resets,
+        armed_samples=arm.armed_samples, warmup_samples=arm.warmup_samples), wall)
+    detail += f"; link {link.state}" + (f": {link.reason}" if link.reason else "")
     board = Board(fs, chans, f"measured by stopewatch doctor on {url}")
+    if link.state == "blind":
+        return Result("serial", FAIL, detail, "the trigger cannot work on this link: use a shorter or shielded "
+                      "cable, check grounding and the USB connector, or lower the baud rate on both ends"), board
     if crc_rate > CRC_ERROR_LIMIT:
         return Result("serial", FAIL, detail, "too many corrupted frames: use a shorter or shielded cable, check "
                       "grounding, or lower the baud rate on both ends"), board

@@ -39,6 +39,7 @@ from edge.field.sdnotify import Notifier
 from edge.gateway.archive import RingArchive, span_fields
 from edge.gateway.config import LOG_LEVELS, Config, check_trigger_fit, load_config
 from edge.gateway.health import percentile, rss_mb
+from edge.gateway.link import ArmTracker, LinkCounts, LinkMonitor, LinkState
 from edge.gateway.messages import EventContext, EventMessenger, Timing, new_boot_id
 from edge.gateway.model import Classifier, rate_refusal, trigger_limits
 from firmware_bridge.clock import parse_iso_utc, utc_now
@@ -52,6 +53,7 @@ if TYPE_CHECKING:  # the pipeline (and scipy) is imported after READY
 log = logging.getLogger("stopewatch")
 EVENT_LOG_PER_S = 1.0  # journal lines per second for events, at most
 METRICS_REFRESH_S = 5.0  # the /metrics snapshot of health is at most this old
+LINK_SETTLE_S = 5.0  # the link's state is first judged (and logged) this long after the start
 CHUNK_QUEUE = 20_000  # byte chunks waiting for the pipeline; beyond this we drop and count (never block the port)
 
 
@@ -119,10 +121,15 @@ class Daemon:
         self._event_log_at = -1e9
         self._events_not_logged = 0
         self._worker_failures: dict[str, str] = {}
+        self._thread_errors: dict[threading.Thread, str] = {}  # threads not ours (paho's) that raised
         self.model_refused: str | None = None  # why the model does not serve the board (None: it does)
         self.samples_refused = 0  # samples per channel not classified because of that
         self._events_logged = 0
         self._cpu0 = (time.monotonic(), sum(os.times()[:2]))
+        self.arm: ArmTracker | None = None  # the trigger's arming across gaps, once the board's rate is known
+        self.link = LinkMonitor(self.started)
+        self.link_state: LinkState = self.link.update(self.started, LinkCounts())
+        self._link_logged: str | None = None  # the link state last written to the journal
 
     def _model_status(self) -> dict:
         return {"name": self.classifier.card["name"], "sha256": self.classifier.card["sha256"]}
@@ -136,9 +143,19 @@ class Daemon:
             self._worker_failures[name] = f"{type(exc).__name__}: {exc}"
             log.exception("worker thread %r died", name)
 
+    def _thread_raised(self, args: threading.ExceptHookArgs) -> None:
+        """threading.excepthook: an exception ended a thread we did not write (paho's network loop)."""
+        if args.thread is not None:
+            self._thread_errors[args.thread] = f"{args.exc_type.__name__}: {args.exc_value}"
+        log.error("thread %r died", getattr(args.thread, "name", "?"),
+                  exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
     def dead_workers(self) -> dict[str, str]:
         """Worker threads that died, with their cause: the daemon must not look healthy without them."""
-        return {**self._worker_failures, **self.publisher.dead_workers()}
+        dead = {**self._worker_failures, **self.publisher.dead_workers()}
+        if "mqtt-network" in dead and self.publisher.network_thread in self._thread_errors:
+            dead["mqtt-network"] = self._thread_errors[self.publisher.network_thread]
+        return dead
 
     # ------------------------------------------------------------------ input
     def _reader_thread(self) -> None:
@@ -242,8 +259,35 @@ class Daemon:
         if self.pipeline is None:
             self.pipeline = Pipeline(self.cfg.trigger, self.classifier, block.fs, channel_names(block.channels),
                                      lambda i: datetime.fromtimestamp(self.clock.time_ns(i) / 1e9, UTC))
+            if self.arm is None:
+                self.arm = ArmTracker(block.fs, self.cfg.trigger.lta_s, self.cfg.trigger.conceal_gap_s)
+            else:
+                self.arm.restart(block.fs, self.cfg.trigger.lta_s, self.cfg.trigger.conceal_gap_s)
         samples = block.data.astype(np.float32) / np.float32(self.cfg.board.counts_per_unit)
         self._emit(self.pipeline.feed(samples, block.first_sample))
+        self.arm.observe(block.first_sample, block.data.shape[1])
+
+    def _link_counts(self) -> LinkCounts:
+        st, arm = (self.decoder.stats if self.decoder is not None else None), self.arm
+        return LinkCounts(
+            frames_ok=st.sample_frames + st.status_frames if st else 0, frames_lost=st.frames_missed if st else 0,
+            crc_errors=st.crc_errors if st else 0, rejected_frames=st.rejected_frames if st else 0,
+            nonfinite_frames=st.nonfinite_frames if st else 0, samples_received=st.samples if st else 0,
+            samples_missed=st.samples_missed if st else 0,
+            samples_concealed=arm.samples_concealed if arm else 0, trigger_resets=arm.trigger_resets if arm else 0,
+            armed_samples=arm.armed_samples if arm else 0, warmup_samples=arm.warmup_samples if arm else 0)
+
+    def _watch_link(self, now: float) -> None:
+        """Assess the link over the last minute; a change of state goes to the journal with its reason."""
+        self.link_state = state = self.link.update(now, self._link_counts())
+        if state.state == self._link_logged or now - self.started < LINK_SETTLE_S:
+            return
+        if state.state == "ok":
+            log.info("board link ok: trigger armed %.0f %% of the last %.0f s", state.trigger_armed_pct,
+                     state.window_s)
+        else:
+            log.warning("board link %s: %s (serial %s)", state.state, state.reason, self.serial_state)
+        self._link_logged = state.state
 
     def _start_stream(self, block: SampleBlock) -> None:
         """A new stream from the board: a fresh sample clock, its stream codes, a new run in the archive."""
@@ -328,6 +372,8 @@ class Daemon:
                 self._emit(self.pipeline.flush())
                 self.pipeline = Pipeline(cfg.trigger, classifier, self.pipeline.fs, self.pipeline.channel_names,
                                          self.pipeline.clock)
+                if self.arm is not None:
+                    self.arm.restart(self.pipeline.fs, cfg.trigger.lta_s, cfg.trigger.conceal_gap_s)
             else:
                 self.pipeline.classifier = classifier
         if (cfg.mqtt, cfg.node, cfg.board, cfg.stream, cfg.archive, cfg.metrics) != \
@@ -373,6 +419,12 @@ class Daemon:
             "triggers": stats.triggers if stats else 0, "events": self.events_out,
             "short_triggers": stats.short_triggers if stats else 0,
             "windows_with_gaps": stats.windows_with_gaps if stats else 0,
+            "concealed_gaps": stats.concealed_gaps if stats else 0,
+            "concealed_samples": stats.concealed_samples if stats else 0,
+            "windows_concealed": stats.windows_concealed if stats else 0,
+            "trigger_resets": stats.gaps if stats else 0,
+            "link": self.link_state.as_fields(),
+            "blind_reason": self.link_state.reason if self.link_state.state == "blind" else None,
             "backlog": self.publisher.outbox.depth(),
             "evicted": dict(self.publisher.outbox.evictions),
             "outbox": self.publisher.outbox.health(),
@@ -412,6 +464,7 @@ class Daemon:
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
             signal.signal(signal.SIGHUP, self.request_reload)
+            threading.excepthook = self._thread_raised
         if self.metrics is not None:  # before anything else starts: a busy port is a clean exit 2
             self.metrics.start()
             self.metrics.health.update(self.health(advance=False))
@@ -434,9 +487,11 @@ class Daemon:
                 why = "; ".join(f"{k}: {v}" for k, v in dead.items())
                 log.error("stopping: worker thread(s) died (%s); exit 1 so that systemd restarts the service", why)
                 self.notifier.status(f"FAILED: {why}")
+                self.publisher.publish_health(self.health())  # the surface sees which worker and why
                 self.exit_code = 1
                 break
             self._process(self._take_chunks(timeout=0.2))
+            self._watch_link(time.monotonic())
             if self._reload.is_set():
                 self._reload.clear()
                 self._reload_now()
@@ -452,14 +507,18 @@ class Daemon:
                 self.publisher.publish_health(health)
                 if self.metrics is not None:
                     self.metrics.health.update(health)
-                log.info("%d events (%d since last), %d triggers, backlog %d, %s x real time, serial %s%s",
+                log.info("%d events (%d since last), %d triggers, backlog %d, %s x real time, serial %s, link %s%s",
                          health["events"], health["events"] - self._events_logged, health["triggers"],
                          health["backlog"], health["realtime_factor"], health["serial"],
+                         self.link_state.state if self.link_state.reason is None else
+                         f"{self.link_state.state} ({self.link_state.reason})",
                          "" if health["outbox"]["state"] == "ok" else
                          f"; {health['outbox']['state']}, evicted {health['outbox']['evicted']}, unstored "
                          f"{health['outbox']['unstored']}")
                 self._events_logged = health["events"]
                 self.notifier.status((f"REFUSED: {self.model_refused}; " if self.model_refused else "")
+                                     + (f"BLIND: {self.link_state.reason}; " if self.link_state.state == "blind"
+                                        else "")
                                      + self._outbox_note()
                                      + f"{self.events_out} events; serial {self.serial_state}; "
                                      f"{self.publisher.status_line()}")

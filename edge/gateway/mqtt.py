@@ -217,6 +217,7 @@ class Publisher:
         self._left = 0
         self._stop_deadline = float("inf")
         self._thread: threading.Thread | None = None
+        self._network: threading.Thread | None = None  # paho's network thread, once started
         self._connected = False
         self._session = 0
         self._ever_connected = False
@@ -285,6 +286,9 @@ class Publisher:
         log.info("MQTT: connecting to %s:%d as %s (MQTT %s%s); %d events waiting in %s", m.host, m.port,
                  self.client_id, m.protocol, ", TLS" if m.tls else "", self.outbox.depth(), self.outbox.path)
         self.client.loop_start()
+        # paho's network thread (not public API). Held here because paho clears its own reference when the
+        # thread ends, so a thread that died of an exception would otherwise look like one never started.
+        self._network = getattr(self.client, "_thread", None)
         self._thread = threading.Thread(target=self._sender, name="mqtt-sender", daemon=True)
         self._thread.start()
 
@@ -420,6 +424,11 @@ class Publisher:
             self.failure = f"{type(exc).__name__}: {exc}"
             log.exception("MQTT: the sender thread died (%s); nothing more is delivered", self.failure)
 
+    @property
+    def network_thread(self) -> threading.Thread | None:
+        """paho's network thread (None before start)."""
+        return self._network
+
     def dead_workers(self) -> dict[str, str]:
         """Threads of this publisher that stopped without being asked, and why (empty while all is well)."""
         if self._thread is None or self._stopping.is_set():
@@ -427,7 +436,7 @@ class Publisher:
         dead = {}
         if not self._thread.is_alive():
             dead["mqtt-sender"] = self.failure or "ended"
-        network = getattr(self.client, "_thread", None)  # paho's loop_start() thread (not public API)
+        network = self._network
         if network is not None and not network.is_alive():
             dead["mqtt-network"] = "paho's network thread ended"
         return dead
