@@ -126,7 +126,7 @@ class Config:
 
 
 # Allowed values and ranges beyond the type, as (key path -> check, description of what is allowed).
-# The STA/LTA kinds edge.gateway.dsp.STA_LTA implements (named here so a config is checked without scipy).
+# The STA/LTA kinds edge.gateway.dsp.STA_LTA implements (named here so a config is checked without the DSP).
 STA_LTA_METHODS = ("recursive", "classic")
 _CHOICES = {"trigger.method": STA_LTA_METHODS, "mqtt.protocol": ("5", "3.1.1")}
 _POSITIVE = {"board.baudrate", "board.counts_per_unit", "board.text_fs", "board.reconnect_max_s", "model.threads",

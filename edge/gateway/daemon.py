@@ -42,7 +42,7 @@ from edge.gateway.messages import EventMessenger, new_boot_id
 from edge.gateway.model import Classifier, rate_refusal
 from firmware_bridge.clock import utc_now
 
-if TYPE_CHECKING:  # the pipeline (and scipy) is imported after READY
+if TYPE_CHECKING:  # the pipeline (the trigger DSP) is imported after READY
     from edge.gateway.pipeline import Pipeline, PipelineEvent
     from firmware_bridge.decoder import Decoder, SampleBlock, StatusReport
 
@@ -265,7 +265,7 @@ class Daemon:
         log.info("reloaded: model %s %s", classifier.card["name"], classifier.card["sha256"][:12])
 
     def _warm_up(self) -> None:
-        """Load the DSP (scipy) and run the interpreter once, right after READY, before data arrives."""
+        """Load the trigger DSP and run the interpreter once, right after READY, before data arrives."""
         import edge.gateway.pipeline  # noqa: F401
 
         c = self.classifier
