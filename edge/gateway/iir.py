@@ -195,12 +195,20 @@ def _load_compiled_kernel():
         return None
 
 
-_COMPILED = _load_compiled_kernel()
+_UNLOADED = object()
+_COMPILED = _UNLOADED  # loaded at the first filtering, so importing the gateway stays fast (READY comes first)
+
+
+def _compiled():
+    global _COMPILED
+    if _COMPILED is _UNLOADED:
+        _COMPILED = _load_compiled_kernel()
+    return _COMPILED
 
 
 def kernel_name() -> str:
     """Which sosfilt kernel runs: ``compiled`` (scipy's extension, loaded alone) or ``numpy`` (the block kernel)."""
-    return "compiled" if _COMPILED is not None else "numpy"
+    return "compiled" if _compiled() is not None else "numpy"
 
 
 def sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -209,11 +217,12 @@ def sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray) -> tuple[np.ndarray,
     Returns (y, zf) with ``zf`` the states after the last sample, laid out like ``zi``: the same numbers as
     ``scipy.signal.sosfilt(sos, x, axis=-1, zi=zi.transpose(1, 0, 2))`` within float round-off.
     """
-    if _COMPILED is not None:
+    kernel = _compiled()
+    if kernel is not None:
         y = np.array(x, dtype=np.float64, order="C")  # fresh arrays: the kernel filters in place
         zf = np.array(zi, dtype=np.float64, order="C")
         if y.shape[-1]:
-            _COMPILED(np.ascontiguousarray(sos, dtype=np.float64), y, zf)
+            kernel(np.ascontiguousarray(sos, dtype=np.float64), y, zf)
         return y, zf
     return sosfilt_blocks(sos, x, zi)
 
