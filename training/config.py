@@ -86,8 +86,8 @@ DEFAULTS: dict[str, Any] = {
     },
     # No pruning: 55 % magnitude pruning changed nothing a target sees (bench/bench_pruning.py, the same small
     # run with and without: int8 .tflite 61,320 bytes both, 5.11 M MACs both, TFLM arena 33,536 bytes both,
-    # LiteRT int8 latency 0.074 vs 0.069 ms) because int8 TFLite stores and multiplies the zeros; only a gzip
-    # of the file shrank (34,516 vs 51,751 bytes), which no runtime reads; its epochs cost training time. A
+    # LiteRT int8 latency 0.074 vs 0.078 ms) because int8 TFLite stores and multiplies the zeros; only a gzip
+    # of the file shrank (34,500 vs 51,751 bytes), which no runtime reads; its epochs cost training time. A
     # value > 0 still runs the stage (tfmot magnitude pruning), for a runtime that skips zeros.
     "prune": {
         "final_sparsity": 0.0,
