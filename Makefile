@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint venv demo models bench check-arm64-wheels clean
+.PHONY: test lint venv demo models bench check-arm64-wheels wheelhouse clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ models: $(STAMP)
 
 check-arm64-wheels: $(STAMP)
 	$(PY) scripts/check_arm64_wheels.py
+
+# The offline install's one directory: the project's wheel and every gateway wheel for Linux aarch64 and x86_64,
+# Python 3.11 and 3.13 (docs/field-guide.md installs from it with --no-index). Needs PyPI while building.
+WHEELHOUSE ?= dist/wheelhouse
+wheelhouse: $(STAMP)
+	$(PY) scripts/build_wheelhouse.py --out $(WHEELHOUSE)
 
 bench: $(STAMP)
 	$(PY) bench/bench_generate.py

@@ -2,7 +2,9 @@
 
 Resolves the core dependencies plus `.[edge]` from pyproject.toml for CPython 3.11 and 3.13 on manylinux
 aarch64 up to glibc 2.36 (Debian 12), with pip's platform options and --only-binary=:all:, so pip fails if
-anything would need building from source on the gateway. Needs network access to PyPI. Writes
+anything would need building from source on the gateway, and checks that the ai-edge-litert it resolves is
+one the pin admits (the pin excludes the releases that crash on the Pi's CPUs: see scripts/arm64_selftest.py).
+Needs network access to PyPI. Writes
 bench/results/arm64_wheels.json (the wheel chosen for every package, per Python).
 
     python scripts/check_arm64_wheels.py [--python 3.11 3.13] [--extra edge]
@@ -17,6 +19,8 @@ import sys
 import tempfile
 import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 GLIBC_MAX = 36  # Debian 12 / Raspberry Pi OS bookworm ship glibc 2.36
@@ -54,9 +58,13 @@ def main() -> int:
     args = ap.parse_args()
     reqs = requirements(args.extra)
     result = {"requirements": reqs, "platforms": PLATFORMS, "python": {}}
+    pin = next((Requirement(r).specifier for r in reqs if Requirement(r).name == "ai-edge-litert"), None)
     failed = False
     for py in args.python:
         ok, wheels, err = resolve(reqs, py)
+        litert = wheels.get("ai-edge-litert", "").split("-")
+        if ok and pin is not None and (len(litert) < 2 or litert[1] not in pin):
+            ok, err = False, f"resolved ai-edge-litert {litert[1:2]} is not admitted by the pin {pin}"
         failed |= not ok
         result["python"][py] = {"ok": ok, "wheels": wheels, "error": err}
         print(f"Python {py} aarch64: {'OK' if ok else 'FAIL'}")

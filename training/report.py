@@ -35,7 +35,6 @@ TARGETS = {
     "int8_kbytes": ("<=", "int8 .tflite size (KB = 1024 bytes)"),
     "int8_latency_ms": ("<=", "int8 latency per window, one core (median ms)"),
     "int8_faster_than_float": ("==", "int8 faster than float TFLite"),
-    "sparsity": (">=", "weight sparsity of conv/dense kernels"),
 }
 
 

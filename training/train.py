@@ -354,6 +354,8 @@ def prune_model(cfg: dict, data: Data, fitted: Fitted, rng: np.random.Generator,
         ft = cfg["finetune"]
         model, hist, info = prune(fitted.model, data.train, data.x_val, data.val.y, cfg, rng, ft["prune_epochs"],
                                   ft["learning_rate"] / 2, constant=True)
+    elif cfg["prune"]["final_sparsity"] == 0:  # the recipe's default: no pruning stage (see training/config.py)
+        model, hist, info = fitted.model, [], {"schedule": "none", "final_sparsity": 0.0}
     else:
         model, hist, info = prune(fitted.model, data.train, data.x_val, data.val.y, cfg, rng,
                                   cfg["prune"]["epochs"], cfg["train"]["learning_rate"] / 3)

@@ -181,7 +181,7 @@ class Config:
 
 
 # Allowed values and ranges beyond the type, as (key path -> check, description of what is allowed).
-# The STA/LTA kinds edge.gateway.dsp.STA_LTA implements (named here so a config is checked without scipy).
+# The STA/LTA kinds edge.gateway.dsp.STA_LTA implements (named here so a config is checked without the DSP).
 STA_LTA_METHODS = ("recursive", "classic")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Keys that would hold a secret in the config file itself: refused with a pointer to mqtt.password_file,

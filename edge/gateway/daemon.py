@@ -44,7 +44,7 @@ from edge.gateway.messages import EventContext, EventMessenger, Timing, new_boot
 from edge.gateway.model import Classifier, rate_refusal, trigger_limits
 from firmware_bridge.clock import parse_iso_utc, utc_now
 
-if TYPE_CHECKING:  # the pipeline (and scipy) is imported after READY
+if TYPE_CHECKING:  # the pipeline (the trigger DSP) is imported after READY
     from edge.gateway.pipeline import Pipeline, PipelineEvent
     from edge.gateway.streams import StreamCodes
     from firmware_bridge.clock import SampleClock
@@ -389,7 +389,7 @@ class Daemon:
         log.info("reloaded: model %s %s", classifier.card["name"], classifier.card["sha256"][:12])
 
     def _warm_up(self) -> None:
-        """Load the DSP (scipy) and run the interpreter once, right after READY, before data arrives."""
+        """Load the trigger DSP and run the interpreter once, right after READY, before data arrives."""
         import edge.gateway.pipeline  # noqa: F401
 
         c = self.classifier

@@ -19,16 +19,8 @@ from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
-from scipy import signal
 
-# scipy's C kernel behind sosfilt, called in place. It is private API, kept because it pays: the trigger DSP
-# (despike, band-pass, recursive STA/LTA) over 3 ch x 10 kHz in 0.1 s blocks ran at 528-534x real time
-# with it and 303-371x with the public sosfilt/lfilter (same results; 2-core x86_64, the Detector over
-# 600 s of noise, CPU time). If a scipy release moves it, the public path below is used.
-try:
-    from scipy.signal._sosfilt import _sosfilt
-except ImportError:  # a future scipy moved it: fall back to the public function
-    _sosfilt = None
+from edge.gateway import iir
 
 
 @lru_cache(maxsize=16)
@@ -37,8 +29,9 @@ def bandpass_sos(fs: float, highpass_hz: float, lowpass_hz: float, order: int) -
 
     Cached: the gateway asks for the same design for every window. Callers keep ``lowpass_hz`` below
     Nyquist (the trigger clamps its band to the board's rate, preprocessing checks its parameters).
+    Designed in numpy (edge.gateway.iir): the gateway never imports scipy.signal.
     """
-    return signal.butter(order, [highpass_hz, lowpass_hz], btype="bandpass", fs=fs, output="sos")
+    return iir.butter_bandpass_sos(order, highpass_hz, lowpass_hz, fs)
 
 
 class SosFilter:
@@ -54,18 +47,14 @@ class SosFilter:
         self._primed = False
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        y = np.array(x, dtype=np.float64, order="C")  # a fresh array: filtered in place below
-        if y.shape[-1] == 0:
-            return y
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape[-1] == 0:
+            return x.copy()
         if not self._primed:
             # Start from the steady state of the first sample, so an offset does not ring the filter.
-            self._zi = np.ascontiguousarray(signal.sosfilt_zi(self.sos)[None, :, :] * y[:, :1, None])
+            self._zi = iir.sosfilt_zi(self.sos)[None, :, :] * x[:, :1, None]
             self._primed = True
-        if _sosfilt is not None:
-            _sosfilt(self.sos, y, self._zi)
-            return y
-        y, zi = signal.sosfilt(self.sos, y, axis=-1, zi=self._zi.transpose(1, 0, 2))
-        self._zi = np.ascontiguousarray(zi.transpose(1, 0, 2))
+        y, self._zi = iir.sosfilt(self.sos, x, self._zi)
         return y
 
 
@@ -92,16 +81,7 @@ class Despike:
         return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
 
 
-def exponential_average(x: np.ndarray, n: int, previous: np.ndarray) -> np.ndarray:
-    """y_i = y_{i-1} + (x_i - y_{i-1}) / n along the last axis of (channels, m), from y_{-1} = ``previous``."""
-    c = 1.0 / n
-    if _sosfilt is None:
-        return signal.lfilter([c], [1.0, c - 1.0], x, axis=-1, zi=(previous * (1.0 - c))[:, None])[0]
-    y = np.array(x, dtype=np.float64, order="C")
-    zi = np.zeros((y.shape[0], 1, 2))
-    zi[:, 0, 0] = previous * (1.0 - c)  # transposed direct form: the carried term is (1 - c) y_{-1}
-    _sosfilt(np.array([[c, 0.0, 0.0, 1.0, c - 1.0, 0.0]]), y, zi)
-    return y
+exponential_average = iir.exponential_average  # y_i = y_{i-1} + (x_i - y_{i-1}) / n, carried from y_{-1}
 
 
 @dataclass(frozen=True)

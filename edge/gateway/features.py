@@ -1,4 +1,4 @@
-"""Interpretable features of an event window (numpy/scipy only).
+"""Interpretable features of an event window (numpy; the training-side baselines also scipy).
 
 Two users: the gateway daemon reports :func:`event_features` (the event message's
 ``features``) with every classification, and the classical baselines of the
@@ -12,7 +12,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy import signal, stats
 
 # Band edges (Hz) for band energies; the last band ends at Nyquist.
 BAND_EDGES_HZ: tuple[float, ...] = (0.0, 25.0, 75.0, 150.0, 300.0, 600.0, 1200.0)
@@ -36,7 +35,8 @@ def _energy_duration(power: np.ndarray, fs: float, lo: float = 0.05, hi: float =
 
 @lru_cache(maxsize=8)
 def _hann(n: int) -> np.ndarray:
-    return signal.get_window("hann", n)
+    """The periodic Hann window of ``scipy.signal.get_window("hann", n)`` (what welch uses), in numpy."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
 
 
 def _psd(x: np.ndarray, fs: float) -> tuple[np.ndarray, np.ndarray]:
@@ -124,6 +124,8 @@ def baseline_vector(window: np.ndarray, fs: float) -> np.ndarray:
     one vector; ``channel_corr`` (mean pairwise correlation, 1 for one channel) captures the
     common-mode character of electrical interference.
     """
+    from scipy import signal, stats  # training side only: the gateway's event_features needs neither
+
     x = np.atleast_2d(np.asarray(window, dtype=np.float64))
     x = x - x.mean(axis=-1, keepdims=True)
     c, n = x.shape

@@ -20,6 +20,8 @@ from functools import lru_cache
 import numpy as np
 
 from edge.errors import UserError
+from edge.gateway import iir
+from edge.gateway.resample import resample_poly
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,12 @@ class PreprocessParams:
 
 @lru_cache(maxsize=16)
 def bandpass_sos(fs: float, highpass_hz: float, lowpass_hz: float, order: int) -> np.ndarray:
-    """Butterworth band-pass as second-order sections (cached: the gateway calls it per window)."""
-    from scipy import signal  # imported on first use: the daemon reports READY before loading scipy
+    """Butterworth band-pass as second-order sections (cached: the gateway calls it per window).
 
-    return signal.butter(order, [highpass_hz, lowpass_hz], btype="bandpass", fs=fs, output="sos")
+    Designed in numpy (:func:`edge.gateway.iir.butter_bandpass_sos`): the transfer function of scipy's
+    ``butter(..., output="sos")``, which the models were trained with.
+    """
+    return iir.butter_bandpass_sos(order, highpass_hz, lowpass_hz, fs)
 
 
 def resample(waveforms: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
@@ -73,10 +77,7 @@ def resample(waveforms: np.ndarray, fs_in: float, fs_out: float) -> np.ndarray:
     if abs(fs_in - fs_out) < 1e-9 * fs_out:
         return waveforms
     ratio = Fraction(fs_out / fs_in).limit_denominator(1000)
-    from scipy import signal
-
-    out = signal.resample_poly(waveforms, ratio.numerator, ratio.denominator, axis=-1)
-    return out.astype(np.float32, copy=False)
+    return resample_poly(waveforms, ratio.numerator, ratio.denominator).astype(np.float32, copy=False)
 
 
 def fit_length(waveforms: np.ndarray, samples: int) -> np.ndarray:
@@ -93,11 +94,9 @@ def fit_length(waveforms: np.ndarray, samples: int) -> np.ndarray:
 
 def filter_windows(waveforms: np.ndarray, params: PreprocessParams) -> np.ndarray:
     """Linear detrend then zero-phase band-pass of every trace, along the last axis (float32)."""
-    from scipy import signal
-
-    x = signal.detrend(np.asarray(waveforms, dtype=np.float64), axis=-1, type="linear")
+    x = iir.detrend_linear(waveforms)
     sos = bandpass_sos(params.fs, params.highpass_hz, params.lowpass_hz, params.order)
-    return signal.sosfiltfilt(sos, x, axis=-1).astype(np.float32)
+    return iir.sosfiltfilt(sos, x.reshape(-1, x.shape[-1])).reshape(x.shape).astype(np.float32)
 
 
 def normalise(filtered: np.ndarray, clip: float) -> np.ndarray:
