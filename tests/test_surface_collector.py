@@ -244,6 +244,11 @@ def test_seq_gap_from_an_evicting_outbox_raises_its_alert(surface_url, make_brok
     assert wait_until(lambda: any(json.loads(m.payload)["kind"] == "gap"
                                   for m in watcher.messages.get(f"stopewatch/v1/{SITE}/{NODE}/alert", [])), T)
     watcher.close()
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads((ROOT / "surface" / "schemas" / "alert.schema.json").read_text())
+    for m in watcher.messages[f"stopewatch/v1/{SITE}/{NODE}/alert"]:
+        Draft202012Validator(schema).validate(json.loads(m.payload))
 
 
 NODE_CHILD = textwrap.dedent("""
