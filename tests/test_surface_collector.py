@@ -204,6 +204,8 @@ def test_two_collectors_share_the_load_without_loss(surface_url, mqtt_broker, no
     assert wait_until(lambda: counts(surface_url) == (300, 300), T), counts(surface_url)
     assert event_ids(surface_url) == sorted(ids)
     # Each collector stored a share, and together exactly the 300 (a duplicate would be counted as one)
+    # (a collector counts a batch just after its commit: wait for the counters to catch up with the rows)
+    assert wait_until(lambda: a.stats.events_new + b.stats.events_new >= 300, T)
     assert a.stats.events_new > 0 and b.stats.events_new > 0
     assert a.stats.events_new + b.stats.events_new == 300
     assert wait_until(lambda: a.stats.received + b.stats.received >= 600, T)
@@ -242,6 +244,11 @@ def test_seq_gap_from_an_evicting_outbox_raises_its_alert(surface_url, make_brok
     assert wait_until(lambda: any(json.loads(m.payload)["kind"] == "gap"
                                   for m in watcher.messages.get(f"stopewatch/v1/{SITE}/{NODE}/alert", [])), T)
     watcher.close()
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads((ROOT / "surface" / "schemas" / "alert.schema.json").read_text())
+    for m in watcher.messages[f"stopewatch/v1/{SITE}/{NODE}/alert"]:
+        Draft202012Validator(schema).validate(json.loads(m.payload))
 
 
 NODE_CHILD = textwrap.dedent("""

@@ -249,6 +249,43 @@ def test_fine_tune_from_a_model_on_site_data(trained, tmp_path):
 
 
 
+def test_fine_tune_on_reviewed_events_exported_from_the_surface(trained, tmp_path):
+    """The loop: events and waveforms in the archive, relabelled by a reviewer, exported, fine-tuned on."""
+    import base64
+
+    from surface_support import event_message
+
+    from surface.records import parse_event, parse_waveform
+    from surface.store import open_store
+    from training.data import synthetic
+
+    site = synthetic(96, 78, ["pe-cut-and-fill"])
+    url = f"sqlite:///{tmp_path / 'surface.db'}"
+    items = []
+    for i, x in enumerate(site.waveforms):
+        m = event_message(seq=i + 1, label="unknown", confidence=0.4, fs=site.fs, samples=x.shape[1],
+                          channels=tuple(f"ch{c}" for c in range(x.shape[0])))
+        w = {"schema": "stopewatch.waveform/1", "event_id": m["event_id"], "site": m["site"], "node": m["node"],
+             "boot_id": m["boot_id"], "start": m["window"]["start"], "fs": site.fs, "channels": m["window"]["channels"],
+             "samples": x.shape[1], "units": "m/s", "dtype": "float32-le", "encoding": "base64",
+             "data": base64.b64encode(x.astype("<f4").tobytes()).decode()}
+        items += [parse_event(json.dumps(m).encode(), m["site"], m["node"]),
+                  parse_waveform(json.dumps(w).encode(), m["site"], m["node"])]
+    with open_store(url) as store:
+        store.ingest(items)
+        for row in store.review_queue(limit=1000):  # the reviewer names every event's class
+            store.relabel(row.event_id, str(site.labels[row.seq - 1]), "ana")
+    assert main(["dataset", "export", "--db", url, "--out", str(tmp_path / "reviewed")]) == 0
+    (tmp_path / "ft.toml").write_text(FINETUNE_TINY)
+    out = tmp_path / "ft"
+    assert main(["train", "--init", str(trained), "--config", str(tmp_path / "ft.toml"), "--data",
+                 str(tmp_path / "reviewed"), "--out", str(out), "--allow-missed"]) == 0
+    card = read_card(out / "model_card.json")
+    assert card["fine_tuned_from"] == read_card(trained / "model_card.json")["sha256"]
+    trained_on = card["training_data"]["train"]["count"]
+    assert 0 < trained_on < 96  # trained on the export, its test and validation windows held out
+
+
 def _kernels_and_bn(model_dir):
     from training.adapt import load_base
     m = load_base(model_dir)
