@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_replay.py
 	$(PY) bench/bench_daemon.py
 	$(PY) bench/bench_soak.py
+	$(PY) bench/bench_tflm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
