@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_daemon.py
 	$(PY) bench/bench_soak.py
 	$(PY) bench/bench_inbound_limit.py
+	$(PY) bench/bench_tflm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -2,10 +2,11 @@
 
 For every ai-edge-litert release that pyproject's pin admits (or ``--spec``) and every CPU model gateways have
 (``QEMU_CPU=cortex-a53``: Pi 3 / Zero 2, ``cortex-a72``: Pi 4, ``cortex-a76``: Pi 5), runs
-``stopewatch model test MODEL --json`` for each shipped model with Debian's own arm64 Python 3.11:
+``stopewatch model test MODEL --json`` for each shipped model with Debian's own arm64 Python (3.11 from Debian 12,
+the default; ``--python 3.13`` from Debian 13):
 
-  1. ``debootstrap --foreign --arch=arm64 bookworm`` and every downloaded package unpacked with ``dpkg-deb -x``:
-     a sysroot that needs no binfmt_misc, chroot or second stage (``qemu-aarch64-static -L ROOT``);
+  1. ``debootstrap --foreign --arch=arm64 bookworm`` (or trixie) and every downloaded package unpacked with
+     ``dpkg-deb -x``: a sysroot that needs no binfmt_misc, chroot or second stage (``qemu-aarch64-static -L ROOT``);
   2. pip (on the host) installs the gateway's aarch64 manylinux wheels into one site directory per release,
      ``--only-binary=:all:`` (nothing is built), reused on later runs;
   3. each (CPU, release, model) run records right/total and the emulated ms per window, or how it died.
@@ -37,8 +38,13 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 CPUS = ["cortex-a53", "cortex-a72", "cortex-a76"]
-GLIBC_MAX = 36  # Debian 12 / Raspberry Pi OS bookworm ship glibc 2.36
-PLATFORMS = ["manylinux2014_aarch64"] + [f"manylinux_2_{m}_aarch64" for m in range(17, GLIBC_MAX + 1)]
+# Debian's arm64 userland per Python: (suite, name, glibc minor: the newest manylinux tag it runs).
+DEBIAN = {"3.11": ("bookworm", "Debian 12", 36), "3.13": ("trixie", "Debian 13", 41)}
+
+
+def platforms(python: str) -> list[str]:
+    """pip platform tags the Debian release of ``python`` accepts."""
+    return ["manylinux2014_aarch64"] + [f"manylinux_2_{m}_aarch64" for m in range(17, DEBIAN[python][2] + 1)]
 MIRROR = os.environ.get("MIRROR", "http://deb.debian.org/debian")
 
 
@@ -66,30 +72,30 @@ def released_versions(spec: SpecifierSet) -> list[str]:
     return sorted((v for v in found if Version(v) in spec), key=Version)
 
 
-def ensure_rootfs(root: Path) -> None:
-    """A Debian 12 arm64 sysroot with python3.11 at ``root`` (made once)."""
-    if (root / "usr/bin/python3.11").exists():
+def ensure_rootfs(root: Path, python: str) -> None:
+    """A Debian arm64 sysroot with ``python`` at ``root`` (made once)."""
+    if (root / f"usr/bin/python{python}").exists():
         return
     for tool in ("debootstrap", "dpkg-deb"):
         if shutil.which(tool) is None:
             raise SystemExit(f"missing {tool}: apt-get install debootstrap qemu-user-static")
-    print(f"== debootstrap Debian 12 arm64 into {root}", flush=True)
+    print(f"== debootstrap {DEBIAN[python][1]} arm64 into {root}", flush=True)
     subprocess.run(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase",
-                    "--include=python3,python3-venv,ca-certificates", "bookworm", str(root), MIRROR],
+                    "--include=python3,ca-certificates", DEBIAN[python][0], str(root), MIRROR],
                    check=True, stdout=subprocess.DEVNULL)
     for deb in sorted((root / "var/cache/apt/archives").glob("*.deb")):
         subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
 
 
-def ensure_site(root: Path, reqs: list[str], version: str) -> tuple[Path | None, str]:
+def ensure_site(root: Path, reqs: list[str], version: str, python: str) -> tuple[Path | None, str]:
     """(site directory with the gateway's aarch64 wheels and ai-edge-litert==version, pip's error or '')."""
-    site = root / "opt" / "stopewatch" / f"site-{version}"
+    site = root / "opt" / "stopewatch" / f"site-{version}"  # one sysroot per Python: no clash
     if (site / "ai_edge_litert").is_dir():
         return site, ""
     others = [r for r in reqs if Requirement(r).name != "ai-edge-litert"]
     argv = [sys.executable, "-m", "pip", "install", "--quiet", "--only-binary=:all:", "--target", str(site),
-            "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--abi", "abi3",
-            "--abi", "none", *[a for p in PLATFORMS for a in ("--platform", p)], *others,
+            "--python-version", python, "--implementation", "cp", "--abi", "cp" + python.replace(".", ""),
+            "--abi", "abi3", "--abi", "none", *[a for p in platforms(python) for a in ("--platform", p)], *others,
             f"ai-edge-litert=={version}"]
     print(f"== aarch64 wheels with ai-edge-litert {version} into {site}", flush=True)
     done = subprocess.run(argv, capture_output=True, text=True)
@@ -129,7 +135,8 @@ for model in sys.argv[1:]:
 """
 
 
-def run_models(qemu: str, root: Path, site: Path, cpu: str, models: list[Path], timeout: float) -> list[dict]:
+def run_models(qemu: str, root: Path, site: Path, cpu: str, models: list[Path], timeout: float,
+               python: str) -> list[dict]:
     """The self-test of each model under ``QEMU_CPU=cpu``: its result, or how the emulated process died.
 
     After a crash the models not yet tested run in a fresh process, so every model gets its own outcome.
@@ -139,7 +146,7 @@ def run_models(qemu: str, root: Path, site: Path, cpu: str, models: list[Path], 
     rows: list[dict] = []
     todo = list(models)
     while todo:
-        argv = [qemu, "-L", str(root), str(root / "usr/bin/python3.11"), "-c", DRIVER, *map(str, todo)]
+        argv = [qemu, "-L", str(root), str(root / f"usr/bin/python{python}"), "-c", DRIVER, *map(str, todo)]
         try:
             done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -195,7 +202,8 @@ def table(rows: list[dict], cpus: list[str], versions: list[str]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", default="/var/tmp/stopewatch-arm64", help="the arm64 sysroot (made once, reused)")
+    ap.add_argument("--root", help="the arm64 sysroot (made once, reused; default /var/tmp/stopewatch-arm64[-3.13])")
+    ap.add_argument("--python", default="3.11", choices=sorted(DEBIAN), help="Debian's arm64 Python to run")
     ap.add_argument("--cpus", nargs="+", default=CPUS, help="qemu CPU models (QEMU_CPU)")
     ap.add_argument("--spec", help="ai-edge-litert releases to test (default: the pin in pyproject.toml)")
     ap.add_argument("--versions", nargs="+", help="exact releases instead of every one --spec admits")
@@ -205,29 +213,29 @@ def main() -> int:
     qemu = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
     if qemu is None:
         raise SystemExit("missing qemu-aarch64: apt-get install qemu-user-static")
-    root = Path(args.root)
+    root = Path(args.root or ("/var/tmp/stopewatch-arm64" + ("" if args.python == "3.11" else f"-{args.python}")))
     reqs = gateway_requirements()
     spec = SpecifierSet(args.spec) if args.spec else litert_spec(reqs)
     versions = args.versions or released_versions(spec)
-    ensure_rootfs(root)
+    ensure_rootfs(root, args.python)
     models = copy_tree(root)
     if not models:
         raise SystemExit("no models to test: models/*/model_card.json")
     qemu_version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     rows: list[dict] = []
     for v in versions:
-        site, err = ensure_site(root, reqs, v)
+        site, err = ensure_site(root, reqs, v, args.python)
         for cpu in args.cpus:
             if site is None:
                 rows += [{"cpu": cpu, "litert": v, "model": m.name, "outcome": "no aarch64 wheel", "error": err}
                          for m in models]
                 continue
-            for row in run_models(qemu, root, site, cpu, models, args.timeout):
+            for row in run_models(qemu, root, site, cpu, models, args.timeout, args.python):
                 rows.append({"cpu": cpu, "litert": v, **row})
                 got = (f"{row['right']}/{row['total']} right, {row['ms_per_window']:.1f} ms per window"
                        if row["outcome"] == "ran" else row["outcome"])
                 print(f"{cpu:<11} ai-edge-litert {v:<6} {row['model']:<17} {got}", flush=True)
-    out = {"userland": "Debian 12 arm64 (debootstrap), Python 3.11, under qemu-user",
+    out = {"userland": f"{DEBIAN[args.python][1]} arm64 (debootstrap), Python {args.python}, under qemu-user",
            "qemu": re.sub(r"\s+", " ", qemu_version), "host": f"{platform.machine()} {os.cpu_count()} cores",
            "spec": str(spec), "versions": versions, "cpus": args.cpus, "models": [m.name for m in models],
            "rows": rows}
