@@ -107,12 +107,13 @@ def test_reference_branch_sees_only_the_pre_trigger_part(tf_modules):
     assert np.abs(model.predict(x, verbose=0) - model.predict(y, verbose=0)).max() > 1e-4
 
 
-def test_default_arch_is_the_shipped_cnn(tf_modules):
-    """The default config builds the network whose weights are shipped (every layer name and shape matches)."""
+def test_shipped_config_builds_the_shipped_network(tf_modules):
+    """The triaxial config builds the network whose weights are shipped (every layer name and shape matches)."""
     from training.config import load_config
     from training.net import build_model
     cfg = load_config(ROOT / "training" / "configs" / "triaxial.toml")
-    assert cfg["model"]["arch"] == "cnn"
+    card = json.loads((ROOT / "models" / "triaxial" / CARD).read_text())
+    assert cfg["model"]["arch"] == card["architecture"]["arch"] == "wide_cnn"
     model = build_model(3, cfg["preprocess"]["samples"], len(CLASSES), cfg["model"])
     model.load_weights(str(ROOT / "models" / "triaxial" / "model.weights.h5"))
     card = json.loads((ROOT / "models" / "triaxial" / CARD).read_text())

@@ -110,6 +110,9 @@ class LogConfig:
     """The journal: how much the daemon says."""
 
     level: str = "info"  # debug | info | warning | error
+
+
+@dataclass
 class StreamConfig:
     """The board's SEED stream codes (archive, event messages, StationXML) and the sensor behind them."""
 
