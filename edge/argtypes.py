@@ -90,6 +90,29 @@ def out_dir(text: str) -> str:
     return text
 
 
+def out_file_in_new_dirs(text: str) -> str:
+    """An argparse type: a file to write, whose missing directories the command creates (its nearest
+    existing ancestor must be a directory)."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory; expected a file name")
+    probe = Path(text).parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(probe)!r} is not a directory")
+    return text
+
+
+def out_path(text: str) -> str:
+    """An argparse type: a file or a directory to write (either may exist), under an existing directory."""
+    probe = Path(text)
+    while not probe.exists():
+        probe = probe.parent
+    if probe != Path(text) and not probe.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(probe)!r} is not a directory")
+    return text
+
+
 def in_file(text: str) -> str:
     """An argparse type: an existing file to read."""
     path = Path(text)

@@ -15,7 +15,17 @@ import sys
 from collections.abc import Sequence
 
 from edge import package_version
-from edge.argtypes import classes, existing, in_file, instance, number, out_dir, out_file
+from edge.argtypes import (
+    classes,
+    existing,
+    in_file,
+    instance,
+    number,
+    out_dir,
+    out_file,
+    out_file_in_new_dirs,
+    out_path,
+)
 from edge.errors import UserError
 from edge.vocabulary import CLASSES
 
@@ -123,7 +133,7 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
     dsub = p.add_subparsers(dest="dataset_cmd", required=True, metavar="{generate,import,gallery,export,quakeml}")
 
     g = dsub.add_parser("generate", help="write the synthetic benchmark (windows, or a stream with --stream)")
-    g.add_argument("--out", required=True, type=out_dir, help="output directory (windows); for --stream an .npz file, "
+    g.add_argument("--out", required=True, type=out_path, help="output directory (windows); for --stream an .npz file, "
                    "or a directory that gets stream.npz")
     g.add_argument("--count", type=number(1, 10_000_000, integer=True), help="number of windows")
     g.add_argument("--seed", type=SEED, default=0, help="random seed; the same seed gives the same bytes")
@@ -173,7 +183,7 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
 
     ga = dsub.add_parser("gallery", help="plot one waveform and spectrogram per class (PNG)")
     ga.add_argument("data", metavar="DATA", help="window dataset (.npz file or sharded directory)")
-    ga.add_argument("--out", required=True, type=out_file, help="output .png file")
+    ga.add_argument("--out", required=True, type=out_file_in_new_dirs, help="output .png file")
     ga.add_argument("--seed", type=SEED, help="pick a random window per class (default: the median-SNR one)")
     ga.add_argument("--onset", type=number(0, 3600, unit="seconds"),
                     help="onset time in the window in seconds, drawn as a line "
@@ -281,7 +291,7 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
                    help="model directory (or its .tflite next to model_card.json)")
     e.add_argument("--data", required=True, type=existing,
                    help="window dataset (.npz file or directory with manifest.json)")
-    e.add_argument("--out", type=out_file,
+    e.add_argument("--out", type=out_file_in_new_dirs,
                    help="write the report here (JSON; a confusion-matrix PNG is written beside it)")
     e.set_defaults(func=_cmd_evaluate)
 
@@ -696,9 +706,16 @@ def _add_field(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------- main
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in one line (the usage itself is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``stopewatch`` argument parser with every implemented subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="stopewatch", description="Edge classification of mine microseismic signals.")
     parser.add_argument("--version", action="version", version=f"stopewatch {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -712,7 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-PATH_CHECKS = (out_dir, out_file, in_file, existing)
+PATH_CHECKS = (out_dir, out_file, out_file_in_new_dirs, out_path, in_file, existing)
 
 
 def _defer_path_checks(parser: argparse.ArgumentParser) -> None:

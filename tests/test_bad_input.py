@@ -130,13 +130,16 @@ for name, base in (("gen", GEN), ("sim", SIM)):
 case("gen-out-proc", "dataset", "generate", "--out", "/proc/x", "--count", "1", "--quiet", code=1,
      expect="/proc/x")
 case("gen-out-file", "dataset", "generate", "--out", "{d}/ok.npz", "--count", "1", expect=("--out", "ok.npz"))
+case("gen-out-under-a-file", "dataset", "generate", "--out", "{d}/ok.npz/x", "--count", "1",
+     expect=("--out", "not a directory"))
 case("gen-stream-out-missing-dir", "dataset", "generate", "--out", "{d}/missing/deeper/s.npz", "--stream", "1",
      "--quiet", expect=("--out",), code=2)
-case("gal-out-missing-dir", "dataset", "gallery", "{d}/ok.npz", "--out", "{d}/missing/g.png",
-     expect=("--out", "missing"))
+case("gal-out-under-a-file", "dataset", "gallery", "{d}/ok.npz", "--out", "{d}/ok.npz/g.png",
+     expect=("--out", "not a directory"))
 case("gal-out-is-dir", "dataset", "gallery", "{d}/ok.npz", "--out", "{d}", expect=("--out", "directory"))
 case("gal-data-missing", "dataset", "gallery", "{d}/none.npz", "--out", "{d}/out/g.png", expect="none.npz")
-case("eval-out-missing-dir", *EVAL, "--out", "{d}/missing/r.json", expect=("--out", "missing"))
+case("eval-out-under-a-file", *EVAL, "--out", "{d}/ok.npz/r.json", expect=("--out", "not a directory"))
+case("eval-out-proc", *EVAL, "--out", "/proc/x/r.json", code=1, expect=("/proc/x",))
 case("eval-model-missing", "evaluate", "--model", "{d}/nomodel", "--data", "{d}/ok.npz",
      expect=("--model", "nomodel"))
 case("eval-data-missing", "evaluate", "--model", "{model}", "--data", "{d}/none.npz", expect=("--data", "none"))

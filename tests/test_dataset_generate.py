@@ -83,10 +83,10 @@ def test_stream_file_has_ground_truth_at_the_events(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--count", "5", "--sites", "nowhere"], "--sites: unknown site 'nowhere'; allowed: train, heldout, all"),
-    (["--count", "5", "--classes", "quake"], "--classes = 'quake'; allowed: microseismic"),
-    (["--count", "0"], "--count = 0; expected a positive number"),
+    (["--count", "5", "--classes", "quake"], "--classes: 'quake': quake is not a class; allowed: microseismic"),
+    (["--count", "0"], "argument --count: '0'; expected an integer from 1 to"),
     (["--count", "5", "--snr-db", "10"], "--snr-db = '10'; expected LOW:HIGH"),
-    (["--count", "5", "--fs", "5"], "--fs = 5; expected a sampling rate between"),
+    (["--count", "5", "--fs", "5"], "argument --fs: '5'; expected a number from 100 to 100000 (Hz)"),
     (["--stream", "10", "--site", "moon"], "--site = 'moon'; allowed: za-deep-gold"),
 ])
 def test_bad_arguments_give_one_clear_line(tmp_path, args, message):

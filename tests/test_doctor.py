@@ -100,8 +100,8 @@ def test_missing_altered_and_wrong_models(tmp_path, board, mqtt_broker):
     tfl.write_bytes(data)
     # 2. a model whose card names the classes in the wrong order misclassifies the built-in windows
     classes = json.loads((current / "model_card.json").read_text())["classes"]
-    ModelStore(state / "models").install(model_variant(shipped_model(), tmp_path / "swapped",
-                                                       classes=classes[::-1], version="bad"))
+    ModelStore(state / "models").install(model_variant(shipped_model(), tmp_path / "swapped",  # install refuses
+                                                       classes=classes[::-1], version="bad"), force=True)
     r = run(cfg, only=("model",))[0]
     assert r.status == FAIL and "misclassifies" in r.detail and "rollback" in r.fix
     # 3. the board measured at 2 kHz cannot feed a model that looks up to 1.8 kHz

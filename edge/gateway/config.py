@@ -190,8 +190,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # Keys that would hold a secret in the config file itself: refused with a pointer to mqtt.password_file,
 # and the value is never echoed.
 _SECRET_WORDS = ("password", "passwd", "secret", "token", "passphrase", "credential")
-_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+# DNS labels of letters, digits and '-' (and '_', which container and site DNS names use), dot-separated.
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                   r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
 INSTRUMENTS = ("geophone", "seismometer", "accelerometer")
 _CHOICES = {"trigger.method": STA_LTA_METHODS, "mqtt.protocol": ("5", "3.1.1"), "log.level": LOG_LEVELS,
             "stream.instrument": INSTRUMENTS, "archive.encoding": ("steim2", "steim1", "int32")}
@@ -359,8 +360,8 @@ def _check_host(host: str, src: str) -> None:
     except ValueError:
         pass
     if not _HOST.match(host):
-        raise UserError(f"{src}: mqtt.host = {host!r}; expected a host name (letters, digits, '-', dots) or an "
-                        "IP address")
+        raise UserError(f"{src}: mqtt.host = {host!r}; expected a host name (letters, digits, '-', '_', dots) or "
+                        "an IP address")
 
 
 def read_password(path: str, where: str) -> str:
