@@ -36,7 +36,7 @@ def test_card_claim_on_fresh_test_set(model_dir, suite, tmp_path, monkeypatch):
     monkeypatch.setenv("STOPEWATCH_CACHE", str(tmp_path))  # regenerated here, never read from a cache
     card = read_card(model_dir / "model_card.json")
     assert card["sha256"] == sha256_file(model_dir / "model.tflite")
-    assert (model_dir / "model.tflite").stat().st_size <= 64 * 1024
+    assert (model_dir / "model.tflite").stat().st_size <= 256 * 1024  # the per-model int8 budget on the gateway
     gen = card["metrics_test_set"][suite]["generator"]
     assert gen["seed"] not in (card["config"]["data"]["train_seed"], card["config"]["data"]["val_seed"])
     if suite == "crosscheck" and card["config"]["data"].get("mix", {}).get("crosscheck", 0) > 0:
