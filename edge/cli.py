@@ -259,9 +259,11 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 
     clf = Classifier(args.model)
     for wav, fs in iter_unlabelled(args.windows):
-        refusal = clf.window_refusal(wav.shape[-1], fs)
+        refusal, warning = clf.analysis_refusal(wav.shape[-1], fs)
         if refusal is not None:
             raise UserError(f"{args.windows}: {refusal}")
+        if warning:
+            print(f"warning: {args.windows}: {warning}", file=sys.stderr)
         for start in range(0, len(wav), 256):
             for fields in clf.classify(wav[start:start + 256], fs):
                 print(json.dumps(fields.as_fields(), sort_keys=False))

@@ -8,6 +8,7 @@ Windows whose label is outside the model's classes (e.g. the generator's evaluat
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,11 +61,14 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path | None = None)
     """Evaluate ``model`` on the dataset ``data``; write ``out`` (JSON) and a confusion PNG beside it."""
     clf = Classifier(model)
     ws = read_windows(data, vocabulary=None)
-    refusal = clf.window_refusal(ws.waveforms.shape[-1], ws.fs)
+    refusal, warning = clf.analysis_refusal(ws.waveforms.shape[-1], ws.fs)
     if refusal is not None:
         raise UserError(f"{data}: {refusal}")
+    warnings = [f"{data}: {warning}"] if warning else []
+    if warning:
+        print(f"warning: {warnings[0]}", file=sys.stderr)
     known = np.isin(ws.labels, clf.classes)
-    report: dict = {"data": str(data), "n_windows": len(ws)}
+    report: dict = {"data": str(data), "n_windows": len(ws), **({"warnings": warnings} if warnings else {})}
     known_logits = None
     if known.any():
         ev = evaluate_split(clf, ws.subset(known))

@@ -394,13 +394,27 @@ class Classifier:
         does not serve, or a window shorter than the model's (padding it with zeros would still give a
         confident answer about a signal that is not there)."""
         refusal = rate_refusal(self.card, fs)
-        if refusal is not None:
+        # Faster windows than the model serves are only decimated to its rate (nothing it looks for is lost),
+        # so offline analysis may run a low-rate model on them; slower ones lack the band it looks in.
+        if refusal is not None and fs < board_rates_hz(self.card)[0]:
             return refusal.replace("the board samples", "the windows are sampled", 1)
         need_s = self.samples / self.fs
         if samples / fs < MIN_WINDOW_FRACTION * need_s:
             return (f"windows of {samples} samples at {fs:g} Hz last {samples / fs:g} s; model "
                     f"'{self.card['name']}' needs {need_s:g} s ({self.samples} samples at {self.fs:g} Hz)")
         return None
+
+    def analysis_refusal(self, samples: int, fs: float) -> tuple[str | None, str | None]:
+        """For offline tools (classify, evaluate): (refusal, warning). A measurement may run a model on windows
+        shorter than its own (zero-padded; e.g. a low-rate model on the benchmark's 1 s windows), with a
+        warning; below 64 model samples there is nothing to classify, and a rate below the model's range
+        lacks the band it looks in: refused."""
+        why = self.window_refusal(samples, fs)
+        if why is None:
+            return None, None
+        if fs >= board_rates_hz(self.card)[0] and samples * self.fs / fs >= 64:
+            return None, f"{why}; zero-padded to the model's window: the answers are not the model's own"
+        return why, None
 
     @property
     def is_quantized(self) -> bool:
