@@ -139,7 +139,10 @@ def test_disk_full_classification_goes_on_eviction_frees_room_and_the_backlog_dr
         assert daemon.signal(signal.SIGTERM) == 0, daemon.text()[-3000:]
         outbox = health["outbox"]
         assert "Traceback" not in daemon.text()
-        assert outbox["write_faults"] >= 1 and sum(outbox["evicted"].values()) > 0, outbox
+        # With the reserve, eviction makes the room; without it even a deletion may not fit, and what does not
+        # fit is counted.
+        assert outbox["write_faults"] >= 1, outbox
+        assert sum(outbox["unstored"].values() if free_kb < 256 else outbox["evicted"].values()) > 0, outbox
         ledger = EventLedger(f"disk full (3 MB tmpfs, {free_kb} kB free, broker down then up, waveforms "
                              f"{'on' if waveforms else 'off'})", produced=produced(daemon), delivered=len(events(col)),
                              evicted=outbox["evicted"].get("event", 0), unstored=outbox["unstored"].get("event", 0),
@@ -150,7 +153,7 @@ def test_disk_full_classification_goes_on_eviction_frees_room_and_the_backlog_dr
         assert ledger.lost == 0, (ledger, daemon.text()[-3000:])
         assert ledger.delivered > 0 and ledger.queued == 0
         assert daemon.text().count(" not stored (") == ledger.unstored  # a journal line for each refused event
-        if not waveforms:
+        if not waveforms and free_kb >= 256:
             assert ledger.evicted > 0
 
 
