@@ -18,6 +18,9 @@ from edge.gateway.messages import EVENT_SCHEMA, WAVEFORM_SCHEMA
 from edge.vocabulary import LABELS
 from firmware_bridge.clock import iso_utc, parse_utc
 
+# /2 only adds fields to /1 (stream codes, archive span, units, timing): a collector reads both
+EVENT_SCHEMAS = ("stopewatch.event/1", EVENT_SCHEMA)
+
 STATES = ("online", "offline", "stopped")
 
 
@@ -153,8 +156,8 @@ def _same_node(obj: dict, site: str, node: str) -> None:
 def parse_event(payload: bytes, site: str, node: str) -> EventRecord:
     """An event message published on ``{prefix}/{site}/{node}/event``."""
     m = _json(payload)
-    if m.get("schema") != EVENT_SCHEMA:
-        raise BadMessage(f"field 'schema' = {m.get('schema')!r:.60}; expected {EVENT_SCHEMA!r}")
+    if m.get("schema") not in EVENT_SCHEMAS:
+        raise BadMessage(f"field 'schema' = {m.get('schema')!r:.60}; expected one of {', '.join(EVENT_SCHEMAS)}")
     _same_node(m, site, node)
     window, model = _get(m, "window", dict), _get(m, "model", dict)
     label = _get(m, "label", str)
