@@ -30,7 +30,7 @@ class BadMessage(ValueError):
 
 @dataclass(frozen=True)
 class EventRecord:
-    """One ``stopewatch.event/1`` message."""
+    """One ``stopewatch.event/1`` or ``/2`` message (the fields both carry)."""
 
     event_id: str
     site: str

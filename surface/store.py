@@ -68,29 +68,10 @@ class NodeSummary:
 
 
 @dataclass(frozen=True)
-class EventRow:
-    """One archived event; ``label`` is the model's, ``reviewed_label`` a reviewer's latest."""
+class EventRow(EventRecord):
+    """One archived event: the message's fields, and what the archive adds. ``label`` is the model's,
+    ``reviewed_label`` a reviewer's latest."""
 
-    event_id: str
-    site: str
-    node: str
-    boot_id: str
-    seq: int
-    trigger_time: str
-    window_start: str
-    fs: float
-    samples: int
-    channels: tuple[str, ...]
-    label: str
-    confidence: float
-    entropy: float
-    probabilities: dict[str, float]
-    features: dict
-    model_name: str
-    model_version: str
-    model_sha256: str
-    latency_ms: float
-    historical: bool
     received: str
     doubt: float
     doubt_reasons: tuple[str, ...]
