@@ -197,6 +197,7 @@ def healths(col: Collector) -> list[dict]:
 class Ledger:
     """Where every event the daemon classified went. ``lost`` must be 0."""
 
+    case: str
     injected: int  # events the board sent (ground truth; some may be below the trigger or in lost data)
     classified: int  # events the daemon's runs handed to the outbox (their stop lines)
     delivered: int  # distinct event ids that reached the broker
@@ -208,9 +209,20 @@ class Ledger:
     def lost(self) -> int:
         return self.classified - self.delivered - self.stored - self.dead_lettered - self.evicted
 
+    def row(self) -> str:
+        """One Markdown row of the README's board-link fault table."""
+        return (f"| {self.case} | {self.injected} | {self.classified} | {self.delivered} | {self.stored} | "
+                f"{self.dead_lettered} | {self.evicted} | {self.lost} |")
 
-def ledger(board: Board, daemons: list[Daemon], col: Collector, tmp: Path) -> Ledger:
-    """The ledger after every daemon in ``daemons`` has stopped; also checks each boot's ``seq`` has no hole."""
+
+LINK_LEDGER_HEADER = ("| case | injected | classified | delivered | still stored | dead-lettered | evicted | lost |\n"
+                      "|---|---|---|---|---|---|---|---|")
+LINK_LEDGERS: list[Ledger] = []  # every ledger of the module's run, printed at its end (``pytest -s``)
+
+
+def ledger(case: str, board: Board, daemons: list[Daemon], col: Collector, tmp: Path) -> Ledger:
+    """The ledger of ``case`` after every daemon in ``daemons`` has stopped (kept in :data:`LINK_LEDGERS`);
+    also checks each boot's ``seq`` has no hole."""
     got = events(col)
     for boot in {m["boot_id"] for m in got}:
         seqs = sorted(m["seq"] for m in got if m["boot_id"] == boot)
@@ -221,8 +233,10 @@ def ledger(board: Board, daemons: list[Daemon], col: Collector, tmp: Path) -> Le
     evicted = sum(sum(h.get("evicted", {}).values()) for h in last_health.values())
     classified = [d.classified() for d in daemons]
     assert None not in classified, "a daemon has not written its stop line"
-    return Ledger(len(board.injected()), sum(classified), len(got), outbox_rows(tmp),
+    book = Ledger(case, len(board.injected()), sum(classified), len(got), outbox_rows(tmp),
                   outbox_rows(tmp, "dead_letter", kind=None), evicted)
+    LINK_LEDGERS.append(book)
+    return book
 
 
 def detected(injected: list[dict], published: list[dict], before_s: float = 0.3, after_s: float = 1.5) -> list[bool]:

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from faults_link_helpers import (
+    LINK_LEDGER_HEADER,
+    LINK_LEDGERS,
     ROOT,
     TOPIC,
     Board,
@@ -45,6 +47,13 @@ from training.synthetic.stream import StreamSynth
 T = 90.0
 README_LINK = FaultConfig(bit_error_rate=1e-4, drop_rate=1e-3, disconnect_rate=1 / 60.0)  # README.md's command
 EVENT_SCHEMA = Draft202012Validator(json.loads((ROOT / "edge/schemas/event.schema.json").read_text()))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_ledgers():
+    yield
+    if LINK_LEDGERS:
+        print("\n" + LINK_LEDGER_HEADER + "\n" + "\n".join(book.row() for book in LINK_LEDGERS))
 
 
 @pytest.fixture
@@ -102,7 +111,7 @@ def test_a_killed_worker_exits_1_with_its_cause_and_the_restart_loses_nothing(wo
     assert wait_until(lambda: outbox_rows(tmp_path) == 0, T), second.text()[-2000:]
     board.stop()
     assert second.stop() == 0
-    book = ledger(board, [first, second], col, tmp_path)
+    book = ledger(f"{worker} thread killed, restarted", board, [first, second], col, tmp_path)
     assert book.lost == 0 and book.stored == 0 and book.classified >= 3, book
 
 
@@ -133,7 +142,7 @@ def test_crc_valid_nonsense_frames_are_rejected_counted_and_named(mqtt_broker, t
     assert f"{sent} frames with an impossible header" in (health["link"]["reason"] or ""), health["link"]
     board.stop()
     assert daemon.stop() == 0 and "Traceback" not in daemon.text()
-    book = ledger(board, [daemon], col, tmp_path)
+    book = ledger("CRC-valid nonsense frames", board, [daemon], col, tmp_path)
     assert book.lost == 0 and book.stored == 0, book
 
 
@@ -206,7 +215,7 @@ def test_nan_frames_are_concealed_gaps_and_every_event_still_arrives(mqtt_broker
     assert any(m["concealed_samples"] > 0 for m in got) and all(m["missing_samples"] == 0 for m in got)
     hits = detected(board.injected(), got)
     assert sum(hits) >= 0.9 * len(hits), hits
-    book = ledger(board, [daemon], col, tmp_path)
+    book = ledger("NaN frames", board, [daemon], col, tmp_path)
     assert book.lost == 0 and book.stored == 0, book
 
 
@@ -225,7 +234,7 @@ def test_a_text_board_boot_banner_is_counted_and_the_channels_learnt(mqtt_broker
     # The banner's lines that are not a row of 3 numbers (the comment is not one of them).
     assert health["bad_lines"] == 4 and health["link"]["state"] != "blind", health
     assert all(m["window"]["channels"] == ["Z", "N", "E"] for m in events(col))
-    book = ledger(board, [daemon], col, tmp_path)
+    book = ledger("text board boot banner", board, [daemon], col, tmp_path)
     assert book.lost == 0 and book.stored == 0, book
 
 
@@ -273,7 +282,7 @@ def test_the_readme_faulty_link_detects_90_percent_and_health_and_doctor_name_it
     print(summary)
     assert len(clear) >= 15 and sum(clear) >= 0.9 * len(clear), summary
     assert any(m["concealed_samples"] > 0 for m in got)
-    book = ledger(board, [daemon], col, tmp_path)
+    book = ledger("README faulty link", board, [daemon], col, tmp_path)
     assert book.lost == 0 and book.stored == 0, book
 
 

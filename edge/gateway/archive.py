@@ -10,8 +10,8 @@ Steim-2 cannot hold a full-scale int32 step; float32 boards as float32, text-mod
 with the board's gaps kept
 as gaps: a jump in the sample index flushes what is buffered and starts a new record. Each record's start
 time comes from the board's sample clock; within a continuous run the time follows the nominal rate and
-is re-anchored to the clock (a "time tear", counted) when the two part by more than the clock's stated
-error (at least half a sample). Every record carries the clock's SEED timing quality (blockette 1001).
+is re-anchored to the clock (a "time tear", counted) when the two part by more than half the clock's
+stated error (at least half a sample). Every record carries the clock's SEED timing quality (blockette 1001).
 
 The packing is libmseed's (pymseed): a rolling trace list per channel that emits full records as
 samples arrive, fed in batches of ``BATCH_S`` (5 s: the Python around each batch costs more than
@@ -188,7 +188,8 @@ class RingArchive:
         else:
             idx0, t0 = self._anchor
             t_run = t0 + round((first_sample - idx0) * 1e9 / self._fs)
-            tolerance = max(0.5e9 / self._fs, clock.error_ns or 0)
+            # Half the stated error: the run then stays within the clock's own error plus half of it.
+            tolerance = max(0.5e9 / self._fs, (clock.error_ns or 0) / 2)
             if abs(t_clock - t_run) > tolerance:
                 self.stats.time_tears += 1
                 self._flush_run()

@@ -113,7 +113,9 @@ class Daemon:
             self.metrics = MetricsServer(self.cfg.metrics, self.cfg.node.site, self.cfg.node.node)
         self.decoder: Decoder | None = None
         self.board_status: dict | None = None  # the board's latest status frame, for health
-        self.chunks: queue.Queue[bytes] = queue.Queue(maxsize=CHUNK_QUEUE)
+        # (host time the reader got them, bytes): the arrival time is the host clock's only observation of the
+        # board, so it is taken at the read, not after the queue and the pipeline's own delays.
+        self.chunks: queue.Queue[tuple[int, bytes]] = queue.Queue(maxsize=CHUNK_QUEUE)
         self.dropped_chunks = 0
         self.serial_state = "not connected"
         self.events_out = 0
@@ -166,7 +168,7 @@ class Daemon:
                              backoff_max=board.reconnect_max_s, on_state=self._serial_state)
         for data in reader.chunks():
             try:
-                self.chunks.put_nowait(data)
+                self.chunks.put_nowait((time.time_ns(), data))
             except queue.Full:
                 self.dropped_chunks += 1  # the decoder will report the hole as a gap
         if not self.stop_event.is_set():
@@ -176,34 +178,44 @@ class Daemon:
         self.serial_state = state
         self.notifier.status(f"serial {state}; {self.publisher.status_line()}")
 
-    def _take_chunks(self, timeout: float, limit: int = 1 << 20) -> bytes:
-        """All bytes waiting (up to ``limit``), or the first to arrive within ``timeout``."""
-        parts: list[bytes] = []
+    def _take_chunks(self, timeout: float, limit: int = 1 << 20) -> list[tuple[int, bytes]]:
+        """All chunks waiting (up to ``limit`` bytes), or the first to arrive within ``timeout``."""
+        parts: list[tuple[int, bytes]] = []
         size = 0
         try:
             parts.append(self.chunks.get(timeout=timeout) if timeout > 0 else self.chunks.get_nowait())
-            size = len(parts[0])
+            size = len(parts[0][1])
             while size < limit:
                 parts.append(self.chunks.get_nowait())
-                size += len(parts[-1])
+                size += len(parts[-1][1])
         except queue.Empty:
             pass
-        return b"".join(parts)
+        return parts
 
-    def _process(self, data: bytes) -> None:
-        """Decode and feed the pipeline, joining contiguous frames into one block (fewer, larger calls)."""
+    def _process(self, chunks: list[tuple[int, bytes]]) -> None:
+        """Decode and feed the pipeline, joining contiguous frames into one block (fewer, larger calls).
+
+        Each frame's arrival is the read time of the chunk that completed it; the clock observes every frame,
+        the pipeline gets the joined blocks."""
         from firmware_bridge.decoder import StatusReport, join_contiguous
 
-        if not data:
-            return
-        blocks = []
-        for item in self.decoder.feed(data):
-            if isinstance(item, StatusReport):
-                self._on_status(item)
-            else:
-                blocks.append(item)
+        blocks: list[SampleBlock] = []
+        arrivals: list[tuple[SampleBlock, int]] = []
+        for host_ns, data in chunks:
+            for item in self.decoder.feed(data):
+                if isinstance(item, StatusReport):
+                    self._on_status(item)
+                else:
+                    blocks.append(item)
+                    arrivals.append((item, host_ns))
+        at = 0
         for block in join_contiguous(blocks):
-            self._on_block(block)
+            end = at
+            while end < len(arrivals) and arrivals[end][0].end_sample <= block.end_sample \
+                    and arrivals[end][0].first_sample >= block.first_sample:
+                end += 1
+            self._on_block(block, arrivals[at:end] or [(block, time.time_ns())])
+            at = end
 
     def _on_status(self, report: StatusReport) -> None:
         """Keep the board's latest status for health; log when what it says changes."""
@@ -235,7 +247,8 @@ class Daemon:
         self.model_refused = refusal
         return refusal is not None
 
-    def _on_block(self, block: SampleBlock) -> None:
+    def _on_block(self, block: SampleBlock, arrivals: list[tuple[SampleBlock, int]]) -> None:
+        """One joined block; ``arrivals`` are the frames it was joined from, each with its host arrival time."""
         from edge.gateway.pipeline import Pipeline
 
         new_stream = self._stream_key != (block.fs, block.channels) or (
@@ -245,8 +258,8 @@ class Daemon:
                 self._emit(self.pipeline.flush())
                 self.pipeline = None
             self._start_stream(block)
-        self.clock.observe(block.first_sample, block.data.shape[1], board_ns=block.timestamp_ns,
-                           host_ns=time.time_ns())
+        for frame, host_ns in arrivals:
+            self.clock.observe(frame.first_sample, frame.data.shape[1], board_ns=frame.timestamp_ns, host_ns=host_ns)
         self._next_sample = block.end_sample
         if self.archive is not None and self.codes is not None:  # archived whether classified or not
             self.archive.write(block.data, block.first_sample, self.clock)
@@ -528,8 +541,8 @@ class Daemon:
     def _shutdown(self) -> int:
         self.notifier.stopping("draining")
         try:
-            while data := self._take_chunks(timeout=0):  # what the board already sent is processed ...
-                self._process(data)
+            while chunks := self._take_chunks(timeout=0):  # what the board already sent is processed ...
+                self._process(chunks)
             if self.pipeline is not None:
                 self._emit(self.pipeline.flush())
             if self.archive is not None:
