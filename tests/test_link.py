@@ -69,3 +69,12 @@ def test_monitor_keeps_the_last_window():
                           armed_samples=1000 * (t - 30))
         state = mon.update(float(t), good)
     assert state.state == "ok" and 59.0 <= state.window_s <= 61.0
+
+
+def test_monitor_memory_stays_bounded_however_often_the_loop_turns():
+    mon = LinkMonitor(started=0.0, window_s=60.0)
+    for k in range(1, 100_001):  # 100 updates a second for 1000 s, as a busy daemon loop makes them
+        t = k / 100.0
+        state = mon.update(t, LinkCounts(frames_ok=k, samples_received=28 * k, armed_samples=28 * k))
+    assert len(mon._snaps) <= 63
+    assert state.state == "ok" and 59.0 <= state.window_s <= 61.0

@@ -142,13 +142,19 @@ class ArmTracker:
 class LinkMonitor:
     """Snapshots of :class:`LinkCounts` over the last ``window_s``; logs nothing itself (the daemon does)."""
 
-    def __init__(self, started: float, window_s: float = 60.0):
+    def __init__(self, started: float, window_s: float = 60.0, resolution_s: float = 1.0):
         self.window_s = window_s
+        # Snapshots closer than this replace the newest one: the daemon's loop turns thousands of times a
+        # minute when data flows, and the window needs only its base, not every turn.
+        self.resolution_s = resolution_s
         self._snaps: deque[tuple[float, LinkCounts]] = deque([(started, LinkCounts())])  # nothing before start
 
     def update(self, now: float, counts: LinkCounts) -> LinkState:
         """Record ``counts`` at monotonic time ``now``; the state over the window ending now."""
-        self._snaps.append((now, counts))
+        if len(self._snaps) > 1 and now - self._snaps[-2][0] < self.resolution_s:
+            self._snaps[-1] = (now, counts)
+        else:
+            self._snaps.append((now, counts))
         while len(self._snaps) > 2 and self._snaps[1][0] <= now - self.window_s:
             self._snaps.popleft()  # keep one snapshot at or before the window's start as its base
         t0, base = self._snaps[0]
