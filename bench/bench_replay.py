@@ -27,7 +27,7 @@ from pathlib import Path
 
 from edge.devtools.replay import replay
 from edge.devtools.scoring import macro_f1
-from edge.gateway.config import Config, load_config
+from edge.gateway.config import TriggerConfig, load_config
 from edge.gateway.model import Classifier
 from edge.vocabulary import CLASSES
 from training.synthetic.generate import write_stream_file
@@ -35,6 +35,13 @@ from training.synthetic.sites import HELDOUT_SITES, SITES
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 9000  # stream seeds 9000+: never used by training
+
+
+def overridden(trigger: TriggerConfig, args: argparse.Namespace) -> TriggerConfig:
+    """The config's trigger with the command line's prewhitening and dropout settings, where given."""
+    changes = {k: v for k, v in (("prewhiten_order", args.prewhiten_order),
+                                 ("dropout_min_run", args.dropout_min_run)) if v is not None}
+    return replace(trigger, **changes)
 
 
 def tally(score: dict, truth: list[str], pred: list[str], hits: int, total: int) -> tuple[int, int]:
@@ -61,11 +68,17 @@ def main() -> None:
                         help="high regime: the 8 named site profiles, or drawn recording chains of the wide "
                              "distribution (training region and wide-heldout; backgrounds with drifting machinery "
                              "lines, level drift and mains)")
+    parser.add_argument("--prewhiten-order", type=int, default=None,
+                        help="trigger.prewhiten_order for this run (default: the config's; 0 = plain STA/LTA)")
+    parser.add_argument("--dropout-min-run", type=int, default=None,
+                        help="trigger.dropout_min_run for this run (default: the config's; 0 = no dropout mask)")
+    parser.add_argument("--out", default=None, help="the JSON file (default: bench/results/replay*.json)")
     args = parser.parse_args()
     if args.regime == "low":
         return low_regime(args)
-    cfg = Config()
+    cfg = load_config(ROOT / "edge" / "stopewatch.example.toml")
     cfg.model.path = args.model
+    cfg.trigger = overridden(cfg.trigger, args)
     classifier = Classifier(args.model)
     per_site, truth_all, pred_all = {}, [], []
     hits_strong = total_strong = false_bg = 0
@@ -106,11 +119,12 @@ def main() -> None:
         "false_triggers_per_hour_background": round(false_bg / bg_hours, 3), "background_hours": bg_hours,
         "classification_macro_f1": round(f1, 4), "classified_events": len(truth_all),
         "per_class": per_class, "per_site": per_site,
+        "trigger": {k: getattr(cfg.trigger, k) for k in ("prewhiten_order", "prewhiten_s", "dropout_min_run")},
         "targets": {"recall": ">= 0.98", "false_per_hour": "<= 1", "macro_f1": ">= 0.95"},
         "met": {"recall": recall >= 0.98, "false_per_hour": false_bg / bg_hours <= 1, "macro_f1": f1 >= 0.95},
     }
     suffix = ("" if args.channels == 3 else "_uniaxial") + ("" if args.sites == "named" else "_wide")
-    out = ROOT / "bench" / "results" / f"replay{suffix}.json"
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"replay{suffix}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("per_site", "per_class")}, indent=2))
 
@@ -121,6 +135,7 @@ def low_regime(args: argparse.Namespace) -> None:
         str(ROOT / "models" / ("lowrate_triaxial" if args.channels == 3 else "lowrate_uniaxial"))
     cfg = load_config(ROOT / "edge" / "stopewatch.lowrate.example.toml")
     cfg.model.path = model
+    cfg.trigger = overridden(cfg.trigger, args)
     if args.channels == 1:  # one channel cannot be in coincidence with another
         cfg.trigger = replace(cfg.trigger, coincidence=1)
     classifier = Classifier(model)
@@ -161,7 +176,8 @@ def low_regime(args: argparse.Namespace) -> None:
                    f"{args.background_hours:g} h event-free wide background each for the first {args.streams}; "
                    f"seeds {SEED + 200}+",
         "trigger": {k: getattr(t, k) for k in ("highpass_hz", "lowpass_hz", "sta_s", "lta_s", "on", "off",
-                                                "coincidence", "min_duration_s", "refractory_s", "pre_s")},
+                                                "coincidence", "min_duration_s", "refractory_s", "pre_s",
+                                                "prewhiten_order", "prewhiten_s", "dropout_min_run")},
         "detection_window_s": [-0.3, after_s],
         "event_recall_snr_ge_6db": round(recall, 4), "events_snr_ge_6db": total_strong,
         "false_triggers_per_hour_background": round(false_bg / bg_hours, 3) if bg_hours else None,
@@ -172,7 +188,8 @@ def low_regime(args: argparse.Namespace) -> None:
         "met": {"recall": recall >= 0.98, "false_per_hour": bool(bg_hours) and false_bg / bg_hours <= 1,
                 "macro_f1": f1 >= 0.95},
     }
-    out = ROOT / "bench" / "results" / ("replay_lowrate.json" if args.channels == 3 else "replay_lowrate_uniaxial.json")
+    out = Path(args.out) if args.out else \
+        ROOT / "bench" / "results" / ("replay_lowrate.json" if args.channels == 3 else "replay_lowrate_uniaxial.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("per_stream", "per_class")}, indent=2))
 

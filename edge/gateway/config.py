@@ -68,6 +68,9 @@ class TriggerConfig:
     refractory_s: float = 1.0  # after an event closes, new triggers within this time extend nothing
     pre_s: float = 0.256  # window start before the trigger (should match the model's onset)
     conceal_gap_s: float = 0.05  # gaps up to this long are bridged, keeping the trigger's state; longer ones reset it
+    prewhiten_order: int = 0  # AR whitening before the STA/LTA (removes steady lines); 0 = off
+    prewhiten_s: float = 2.0  # the whitening is fitted on this much recent background, refitted every quarter
+    dropout_min_run: int = 0  # exact repeats on every channel that make a dropout, masked from the STA/LTA; 0 = off
 
 
 @dataclass
@@ -201,7 +204,8 @@ _POSITIVE = {"board.baudrate", "board.counts_per_unit", "board.text_fs", "board.
              "trigger.off", "trigger.coincidence", "trigger.min_duration_s", "trigger.max_duration_s",
              "mqtt.port", "mqtt.keepalive_s", "mqtt.max_inbound_kb", "outbox.max_events", "health.interval_s",
              "stream.sensitivity_hz", "archive.max_days", "archive.max_bytes", "metrics.port"}
-_NON_NEGATIVE = {"trigger.refractory_s", "trigger.pre_s", "trigger.conceal_gap_s", "archive.min_free_bytes",
+_NON_NEGATIVE = {"trigger.refractory_s", "trigger.pre_s", "trigger.conceal_gap_s", "trigger.prewhiten_order",
+                 "trigger.dropout_min_run", "archive.min_free_bytes",
                  "stream.depth_m"}
 # Values that parse and are positive but would make the daemon run and detect nothing, or that a library
 # chokes on: (lowest, highest, why). Each bound is far outside what a working node uses.
@@ -222,6 +226,9 @@ _RANGES: dict[str, tuple[float, float, str]] = {
     "trigger.refractory_s": (0.0, 600.0, "seconds"),
     "trigger.pre_s": (0.0, 60.0, "seconds"),
     "trigger.conceal_gap_s": (0.0, 1.0, "seconds; 0 = every gap resets the trigger"),
+    "trigger.prewhiten_order": (0, 64, "prediction coefficients; 0 = no prewhitening"),
+    "trigger.prewhiten_s": (0.01, 600.0, "seconds of background the whitening is fitted on"),
+    "trigger.dropout_min_run": (0, 100_000, "repeated samples; 0 = no dropout mask"),
     "mqtt.keepalive_s": (1, 65_535, "seconds (the MQTT limit)"),
     "mqtt.max_inbound_kb": (1, 262_144, "kB (the MQTT limit is 256 MB; a publisher receives only acknowledgements)"),
     "outbox.max_events": (1, 1_000_000_000, "rows"),
