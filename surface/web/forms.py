@@ -15,7 +15,7 @@ class LoginForm(FlaskForm):
 
 
 class RelabelForm(FlaskForm):
-    label = SelectField("new label", choices=[(label, label) for label in LABELS], validators=[DataRequired()])
+    label = SelectField("new label", choices=list(LABELS), validators=[DataRequired()])
     note = TextAreaField("note", validators=[Length(max=2000)])
 
 

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from edge.errors import UserError
-from surface.config import WebConfig
+from surface.config import SurfaceConfig, WebConfig
 from surface.store import Store
 
 log = logging.getLogger(__name__)
@@ -84,11 +84,10 @@ class WebServer:
 
     def stop(self) -> None:
         """Close the listening socket and every open connection, then stop the worker threads."""
+        from waitress import wasyncore
+
         server = self._server
-        while server._map:  # waitress's own channels and its trigger: closing them ends the loop
-            for channel in list(server._map.values()):
-                channel.handle_close()
-        server.maintenance(0)
+        wasyncore.close_all(server._map)  # the listener, open connections, the trigger: the loop then ends
         server.task_dispatcher.shutdown()
         if self._thread is not None:
             self._thread.join(5)
@@ -97,3 +96,27 @@ class WebServer:
 def start_web(store: Store, cfg: WebConfig, host: str | None = None, port: int | None = None) -> WebServer:
     """Start the page over ``store`` and return its server (call ``stop()``)."""
     return WebServer(store, cfg, host, port).start()
+
+
+def run_serve(cfg: SurfaceConfig) -> int:
+    """``stopewatch surface serve``: the page alone over the archive, until SIGTERM/SIGINT."""
+    import signal
+
+    from surface.store import open_store
+
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    with open_store(cfg.database.url) as store:
+        web = start_web(store, cfg.web)
+        print(f"the review page is at {web.url} (archive {store.url}); Ctrl-C ends", flush=True)
+        if not store.list_users():
+            print("no users yet: add one with 'stopewatch surface user add NAME --role admin'", flush=True)
+        code = 0
+        while not done.wait(1.0):
+            if not web.alive():
+                log.error("web: the server thread ended; exiting")
+                code = 1
+                break
+        web.stop()
+    return code
