@@ -422,3 +422,17 @@ def _answers(url: str) -> bool:
         return True
     except (urllib.error.URLError, OSError):
         return False
+
+
+def test_example_config_has_every_web_key_at_its_default():
+    from dataclasses import fields
+
+    from surface.config import load_surface_config
+
+    example = ROOT / "surface" / "surface.example.toml"
+    cfg = load_surface_config(example)
+    assert cfg.web == WebConfig(secret_key_file=str(ROOT / "surface" / "surface-web.key"))
+    text = example.read_text().split("[web]")[1]
+    assert all(re.search(rf"^{f.name} = ", text, re.M) for f in fields(WebConfig))
+    doc = (ROOT / "docs" / "surface.md").read_text()
+    assert all(f"`web.{f.name}`" in doc for f in fields(WebConfig))
