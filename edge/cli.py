@@ -417,7 +417,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from edge.devtools.demo import run_demo
 
     return run_demo(seconds=args.seconds, model=args.model, site=args.site, seed=args.seed,
-                    events_per_min=args.events_per_min)
+                    events_per_min=args.events_per_min, surface=args.surface, web_port=args.web_port)
 
 
 def _add_gateway(sub: argparse._SubParsersAction) -> None:
@@ -435,13 +435,18 @@ def _add_gateway(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_replay)
 
     d = sub.add_parser("demo", help="simulated board -> daemon -> local MQTT broker -> live table, scored")
-    d.add_argument("--seconds", type=number(0, 86_400, lo_open=True, unit="seconds"), default=60.0,
-                   help="how long to run (default 60; Ctrl-C ends early)")
+    d.add_argument("--seconds", type=number(0, 86_400, lo_open=True, unit="seconds"), default=None,
+                   help="how long to run (default 60, with --surface until Ctrl-C; Ctrl-C ends early)")
     d.add_argument("--model", default=None, type=existing, help="model directory (default: the shipped triaxial model)")
     d.add_argument("--site", default="za-deep-gold", help="synthetic site profile of the simulated board")
     d.add_argument("--seed", type=SEED, default=1, help="seed of the simulated signal")
     d.add_argument("--events-per-min", type=number(0, 600, lo_open=True), default=12.0,
                    help="injected event rate (default 12)")
+    d.add_argument("--surface", action="store_true",
+                   help="also run the surface collector (SQLite in the demo's temp directory) and its review page, "
+                        "print the page's address and a demo login, and run until Ctrl-C (or --seconds)")
+    d.add_argument("--web-port", type=number(0, 65_535, integer=True), default=8080,
+                   help="the review page's port with --surface (default 8080, else any free one; 0: any free one)")
     d.set_defaults(func=_cmd_demo)
 
 
@@ -450,22 +455,109 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     import logging
 
     from surface.collector import run_collect
-    from surface.config import SurfaceConfig, load_surface_config
 
-    cfg = load_surface_config(args.config) if args.config else SurfaceConfig()
-    if args.db:
-        cfg.database.url = args.db
+    cfg = _surface_config(args)
     logging.basicConfig(level=os.environ.get("STOPEWATCH_LOG", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run_collect(cfg)
 
 
+def _surface_config(args: argparse.Namespace):
+    from surface.config import SurfaceConfig, load_surface_config
+
+    cfg = load_surface_config(args.config) if args.config else SurfaceConfig()
+    if getattr(args, "db", None):
+        cfg.database.url = args.db
+    return cfg
+
+
+def _cmd_surface_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from surface.web.server import run_serve
+
+    cfg = _surface_config(args)
+    if args.host:
+        cfg.web.host = args.host
+    if args.port is not None:
+        cfg.web.port = args.port
+    logging.basicConfig(level=os.environ.get("STOPEWATCH_LOG", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_serve(cfg)
+
+
+def _cmd_surface_user(args: argparse.Namespace) -> int:
+    from surface import accounts
+    from surface.store import open_store
+
+    cfg = _surface_config(args)
+    with open_store(cfg.database.url) as store:
+        if args.user_cmd == "list":
+            users = store.list_users()
+            for u in users:
+                print(f"{u.username}\t{u.role}\t{u.created}")
+            if not users:
+                print("no users yet: stopewatch surface user add NAME --role reviewer")
+        elif args.user_cmd == "add":
+            u = accounts.add_user(store, args.name, args.role, accounts.read_password(args.password_file))
+            print(f"added {u.username} ({u.role})")
+        elif args.user_cmd == "passwd":
+            if store.get_user(args.name) is None:
+                raise UserError(f"no user {args.name!r}")
+            accounts.change_password(store, args.name, accounts.read_password(args.password_file))
+            print(f"password of {args.name} changed; its open sessions end")
+        elif args.user_cmd == "role":
+            accounts.change_role(store, args.name, args.role)
+            print(f"{args.name} is now {args.role}")
+        elif args.user_cmd == "remove":
+            accounts.remove_user(store, args.name)
+            print(f"removed {args.name}; its open sessions end")
+    return 0
+
+
+ROLES = ("viewer", "reviewer", "admin")  # surface.store.ROLES (not imported: the gateway's parser stays light)
+
+
 def _add_surface(sub: argparse._SubParsersAction) -> None:
-    c = sub.add_parser("collect", help="the surface collector: every node's messages -> archive, alerts")
+    c = sub.add_parser("collect", help="the surface collector: every node's messages -> archive, alerts "
+                       "(and the review page with [web] enabled = true)")
     c.add_argument("--config", help="collector configuration (TOML); see surface/surface.example.toml "
                    "(default: every default, archive sqlite:///surface.db)")
     c.add_argument("--db", help="archive URL, overriding database.url")
     c.set_defaults(func=_cmd_collect)
+
+    s = sub.add_parser("surface", help="the review page and its users")
+    ssub = s.add_subparsers(dest="surface_cmd", required=True, metavar="{serve,user}")
+    sv = ssub.add_parser("serve", help="serve the review page alone (the collector serves it with [web] enabled)")
+    sv.add_argument("--config", help="surface configuration (TOML): [database] and [web] apply")
+    sv.add_argument("--db", help="archive URL, overriding database.url")
+    sv.add_argument("--host", help="address to bind, overriding web.host (default 127.0.0.1)")
+    sv.add_argument("--port", type=number(1, 65_535, integer=True), help="port, overriding web.port (default 8080)")
+    sv.set_defaults(func=_cmd_surface_serve)
+
+    u = ssub.add_parser("user", help="add, list, change and remove the review page's users")
+    usub = u.add_subparsers(dest="user_cmd", required=True, metavar="{add,list,passwd,role,remove}")
+
+    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help="surface configuration (TOML): its database.url names the archive")
+        p.add_argument("--db", help="archive URL, overriding database.url")
+        p.set_defaults(func=_cmd_surface_user)
+        return p
+
+    ua = common(usub.add_parser("add", help="a new user; the password is asked for (or read from a file or stdin)"))
+    ua.add_argument("name", metavar="NAME", help="user name (1-64 characters, no spaces)")
+    ua.add_argument("--role", required=True, choices=ROLES,
+                    help="viewer (reads), reviewer (also relabels) or admin (also reads the audit trail)")
+    ua.add_argument("--password-file", help="read the password from the first line of this file ('-': stdin)")
+    common(usub.add_parser("list", help="the users and their roles"))
+    up = common(usub.add_parser("passwd", help="set a user's password (ends the user's sessions)"))
+    up.add_argument("name", metavar="NAME", help="user name")
+    up.add_argument("--password-file", help="read the password from the first line of this file ('-': stdin)")
+    ur = common(usub.add_parser("role", help="change a user's role"))
+    ur.add_argument("name", metavar="NAME", help="user name")
+    ur.add_argument("role", metavar="ROLE", choices=ROLES, help="viewer, reviewer or admin")
+    ud = common(usub.add_parser("remove", help="delete a user (ends the user's sessions; the audit trail stays)"))
+    ud.add_argument("name", metavar="NAME", help="user name")
 
 
 # --------------------------------------------------------------------------- field tools

@@ -303,18 +303,33 @@ def run_collect(cfg: SurfaceConfig) -> int:
     from edge.field.sdnotify import Notifier
 
     collector = Collector(cfg)
+    web = None
+    if cfg.web.enabled:  # the page shares the collector's store (one connection, thread-safe)
+        from surface.web.server import start_web
+
+        try:
+            web = start_web(collector.store, cfg.web)
+        except BaseException:
+            collector.store.close()
+            raise
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     notify = Notifier()
     collector.start()
-    notify.ready(f"collecting into {collector.store.url}")
+    notify.ready(f"collecting into {collector.store.url}" + (f"; review page at {web.url}" if web else ""))
     code = 0
     while not done.wait(1.0):
         if not collector.healthy():
             log.error("collect: a worker thread died (%s); exiting for a restart", collector.failure or "network")
             code = 1
             break
+        if web is not None and not web.alive():
+            log.error("collect: the review page's server ended; exiting for a restart")
+            code = 1
+            break
     notify.stopping()
+    if web is not None:
+        web.stop()
     collector.stop()
     return code

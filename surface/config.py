@@ -67,11 +67,26 @@ class AlertsConfig:
 
 
 @dataclass
+class WebConfig:
+    """The review page: served by the collector when ``enabled``, or alone by ``stopewatch surface serve``."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # loopback: put a TLS reverse proxy in front to reach it from elsewhere
+    port: int = 8080
+    session_timeout_min: float = 30.0  # a session idle this long must log in again
+    secret_key_file: str = "surface-web.key"  # signs the session cookies; generated (mode 0600) when missing
+    secure_cookie: bool = False  # true behind HTTPS: the browser then sends the cookie over HTTPS only
+    page_size: int = 50  # events per page of the list
+    threads: int = 4  # waitress worker threads
+
+
+@dataclass
 class SurfaceConfig:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     broker: BrokerConfig = field(default_factory=BrokerConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: str = "<defaults>"
 
     @property
@@ -90,6 +105,10 @@ _RANGES: dict[str, tuple[float, float, str]] = {
     "alerts.health_interval_s": (1.0, 86_400.0, "seconds"),
     "alerts.silent_after": (1, 1000, "health intervals"),
     "alerts.check_interval_s": (0.1, 3600.0, "seconds"),
+    "web.port": (1, 65_535, "TCP port"),
+    "web.session_timeout_min": (1.0, 7 * 24 * 60.0, "minutes"),
+    "web.page_size": (1, 1000, "events"),
+    "web.threads": (1, 64, "threads"),
 }
 
 
@@ -152,6 +171,15 @@ def parse_surface_config(data: dict, source: str = "<config>") -> SurfaceConfig:
             raise UserError(f"{source}: broker.{key} = {path!r}; no such file")
     if b.password_file and not b.username:
         raise UserError(f"{source}: broker.password_file is set but broker.username is empty")
+    w = cfg.web
+    if not w.host or any(c.isspace() or c in "/#?" for c in w.host):
+        raise UserError(f"{source}: web.host = {w.host!r}; expected an address to bind, e.g. 127.0.0.1")
+    if not w.secret_key_file:
+        raise UserError(f"{source}: web.secret_key_file is empty; name the file that holds (or will hold) "
+                        "the session key")
+    key_dir = Path(w.secret_key_file).resolve().parent
+    if not key_dir.is_dir():
+        raise UserError(f"{source}: web.secret_key_file = {w.secret_key_file!r}; directory {key_dir} does not exist")
     return cfg
 
 
@@ -174,6 +202,11 @@ def load_surface_config(path: str | Path) -> SurfaceConfig:
             v = broker.get(key)
             if isinstance(v, str) and v and not Path(v).is_absolute():
                 broker[key] = str(base / v)
+    web = data.get("web")
+    if isinstance(web, dict):
+        v = web.get("secret_key_file")
+        if isinstance(v, str) and v and not Path(v).is_absolute():
+            web["secret_key_file"] = str(base / v)
     db = data.get("database")
     if isinstance(db, dict) and isinstance(db.get("url"), str) and db["url"].startswith("sqlite:///"):
         rel = db["url"][len("sqlite:///"):]

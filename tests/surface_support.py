@@ -164,3 +164,42 @@ def health_message(boot_id: str = "b0000000000000001", ts: float | None = None, 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+# --------------------------------------------------------------------------- the review page
+def ingest_messages(store, events: list[dict], waveforms: bool = False, health=(), status=()) -> None:
+    """Store node messages through the collector's own parsers and ``Store.ingest`` (one batch).
+
+    ``health`` and ``status`` are (site, node, message) triples."""
+    import json
+
+    from surface.records import parse_event, parse_health, parse_status, parse_waveform
+
+    items = []
+    for i, m in enumerate(events):
+        items.append(parse_event(json.dumps(m).encode(), m["site"], m["node"]))
+        if waveforms:
+            items.append(parse_waveform(json.dumps(waveform_message(m, seed=i)).encode(), m["site"], m["node"]))
+    items += [parse_health(json.dumps(h).encode(), site, node) for site, node, h in health]
+    items += [parse_status(json.dumps(s).encode(), site, node) for site, node, s in status]
+    store.ingest(items)
+
+
+def web_opener():
+    """A urllib opener with a cookie jar (the page's session cookie)."""
+    import http.cookiejar
+    import urllib.request
+
+    return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+
+def web_login(opener, base: str, username: str, password: str) -> None:
+    """Log in through the page's form (its CSRF token included); AssertionError if refused."""
+    import re
+    import urllib.parse
+
+    page = opener.open(base + "/login", timeout=10).read().decode()
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    data = urllib.parse.urlencode({"username": username, "password": password, "csrf_token": token}).encode()
+    resp = opener.open(base + "/login", data=data, timeout=30)
+    assert not resp.geturl().endswith("/login"), "login refused"

@@ -110,3 +110,47 @@ def test_ctrl_c_stops_everything_and_still_scores(tmp_path):
     table = out.split("per class (injected / published):")[1]
     assert all(f"  {c} " in table for c in CLASSES)  # every class has its line, seen or not
     assert_nothing_left(tmp)
+
+
+def test_surface_demo_serves_the_page_until_ctrl_c_and_leaves_nothing(tmp_path):
+    """``demo --surface``: the collector archives the demo's events with their waveforms, the printed login
+    opens the printed page, and Ctrl-C stops everything (page, collector, broker, daemon, temp files)."""
+    import json
+    import re
+
+    from surface_support import web_login, web_opener
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    demo = start_demo(tmp, "--surface", "--web-port", "0")  # no --seconds: until Ctrl-C
+    lines = []
+    deadline = time.monotonic() + T
+    found = None
+    while time.monotonic() < deadline and found is None:
+        line = demo.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        found = re.match(r"review page: (http://127\.0\.0\.1:\d+)/  login: demo / (\S+)", line)
+    assert found, "".join(lines) + demo.stderr.read()
+    base, password = found.groups()
+    opener = web_opener()
+    web_login(opener, base, "demo", password)
+
+    def archived() -> list[dict]:
+        events = json.loads(opener.open(base + "/api/events", timeout=10).read())["events"]
+        return [e for e in events if e["has_waveform"]]
+
+    while time.monotonic() < deadline and not archived():
+        time.sleep(1.0)
+    events = archived()
+    assert events, "no event with its waveform reached the archive"
+    one = json.loads(opener.open(f"{base}/api/events/{events[0]['event_id']}", timeout=10).read())
+    assert one["waveform"]["channels"] == ["Z", "N", "E"] and one["waveform"]["fs"] == FS
+    png = opener.open(f"{base}/events/{events[0]['event_id']}/waveform.png", timeout=30).read()
+    assert png[:4] == b"\x89PNG"
+    demo.send_signal(signal.SIGINT)
+    out, err = demo.communicate(timeout=T)
+    assert demo.returncode == 0 and "Traceback" not in err, err[-2000:]
+    assert "(interrupted)" in out
+    assert_nothing_left(tmp)

@@ -5,6 +5,10 @@ truth is known) over a pseudo-terminal; the real daemon reads it, classifies and
 publishes to a local MQTT broker (Mosquitto, or a pure-Python broker where it is
 not installed); a subscriber prints each event as it arrives and, at the end,
 scores the run against the injected ground truth.
+
+With ``--surface`` the node also publishes its waveforms, and the surface collector archives everything
+(SQLite in the demo's temporary directory) and serves the review page with a demo login; the demo then
+runs until Ctrl-C (or ``--seconds``).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ def _seconds(iso: str) -> float:
 DEMO_NODE = NodeTopics(DEFAULT_PREFIX, "demo-mine", "gateway-1")
 
 
-def _config(path: Path, port: str, broker_port: int, model: Path, state: Path) -> None:
+def _config(path: Path, port: str, broker_port: int, model: Path, state: Path, waveforms: bool = False) -> None:
     path.write_text(f"""[node]
 prefix = "{DEMO_NODE.prefix}"
 site = "{DEMO_NODE.site}"
@@ -59,6 +63,7 @@ path = "{model}"
 [mqtt]
 host = "127.0.0.1"
 port = {broker_port}
+publish_waveforms = {"true" if waveforms else "false"}
 
 [health]
 interval_s = 10.0
@@ -147,14 +152,16 @@ def _print_classes(truth: list[dict], events: list[dict]) -> None:
               + ("  (the background: shown by triggers on noise)" if label == "noise" else ""))
 
 
-def run_demo(seconds: float = 60.0, model: str | None = None, site: str = "za-deep-gold", seed: int = 1,
-             events_per_min: float = 12.0) -> int:
+def run_demo(seconds: float | None = None, model: str | None = None, site: str = "za-deep-gold", seed: int = 1,
+             events_per_min: float = 12.0, surface: bool = False, web_port: int = 8080) -> int:
     """Run the demo for ``seconds`` (Ctrl-C ends it early) and print the score; returns the exit code.
 
-    Every exit path (bad arguments, Ctrl-C at any moment, an error) stops what was started (broker,
-    board, daemon) and removes the temporary directory; when the daemon failed, the end of its log is
-    printed first."""
-    if not (math.isfinite(seconds) and seconds > 0):
+    ``seconds`` None is 60 s, or with ``surface`` until Ctrl-C. Every exit path (bad arguments, Ctrl-C at
+    any moment, an error) stops what was started (broker, board, daemon, collector and page) and removes
+    the temporary directory; when the daemon failed, the end of its log is printed first."""
+    if seconds is None:
+        seconds = math.inf if surface else 60.0
+    if not (seconds > 0 and (math.isfinite(seconds) or surface)):
         raise UserError(f"--seconds = {seconds!r}; expected a positive number of seconds")
     if not (math.isfinite(events_per_min) and events_per_min > 0):
         raise UserError(f"--events-per-min = {events_per_min!r}; expected a positive rate")
@@ -166,7 +173,8 @@ def run_demo(seconds: float = 60.0, model: str | None = None, site: str = "za-de
     work = Path(tempfile.mkdtemp(prefix="stopewatch-demo-"))
     try:
         with contextlib.ExitStack() as stack:
-            code, truth, events, board_stopped = _run(stack, work, seconds, model_dir, site, seed, events_per_min)
+            code, truth, events, board_stopped = _run(stack, work, seconds, model_dir, site, seed, events_per_min,
+                                                      web_port if surface else None)
         if code != 0:  # the daemon failed: its last words, before its directory goes
             log = (work / "daemon.log").read_text(errors="replace").splitlines()[-LOG_TAIL:]
             print("daemon log (last lines):\n" + "\n".join(f"  {line}" for line in log))
@@ -182,10 +190,40 @@ def run_demo(seconds: float = 60.0, model: str | None = None, site: str = "za-de
     return code
 
 
+def _start_surface(stack: contextlib.ExitStack, work: Path, broker_port: int, web_port: int) -> None:
+    """The collector on the demo's broker, archiving into SQLite in ``work``, serving the review page with a
+    new demo login (an admin, so that every page shows); stopped by ``stack`` before the broker."""
+    import secrets
+
+    from surface.accounts import add_user
+    from surface.collector import Collector
+    from surface.config import parse_surface_config
+    from surface.web.server import start_web
+
+    cfg = parse_surface_config({
+        "database": {"url": f"sqlite:///{work / 'surface.db'}"},
+        "broker": {"port": broker_port, "client_id": "stopewatch-demo-collector", "session_expiry_s": 0},
+        "alerts": {"health_interval_s": 10.0, "publish": False},
+        "web": {"enabled": True, "secret_key_file": str(work / "web.key")}}, "demo")
+    collector = Collector(cfg)
+    stack.callback(collector.stop)
+    password = secrets.token_urlsafe(9)
+    add_user(collector.store, "demo", "admin", password, actor="demo")
+    try:
+        web = start_web(collector.store, cfg.web, port=web_port)
+    except UserError:  # the port is taken (another page, another demo): any free one will do
+        web = start_web(collector.store, cfg.web, port=0)
+    stack.callback(web.stop)
+    collector.start()
+    print(f"collector: archiving into {work / 'surface.db'} (removed at the end)")
+    print(f"review page: {web.url}  login: demo / {password}  (Ctrl-C ends the demo)")
+
+
 def _run(stack: contextlib.ExitStack, work: Path, seconds: float, model_dir: Path, site: str, seed: int,
-         events_per_min: float) -> tuple[int, list[dict], list[dict], float]:
+         events_per_min: float, web_port: int | None = None) -> tuple[int, list[dict], list[dict], float]:
     """Start broker, board, daemon and viewer (each registered on ``stack`` to be stopped), run, stop.
-    Returns (exit code, injected truth, received events, when the board stopped)."""
+    With ``web_port`` also the collector and the review page. Returns (exit code, injected truth,
+    received events, when the board stopped)."""
     from edge.devtools.broker import start_local_broker
     from firmware_bridge.simulator import BoardSimulator, PtyPort
 
@@ -195,6 +233,8 @@ def _run(stack: contextlib.ExitStack, work: Path, seconds: float, model_dir: Pat
         raise UserError(f"demo: {exc}") from None
     stack.callback(broker.stop)
     print(f"broker: {broker.kind} on 127.0.0.1:{broker.port}")
+    if web_port is not None:
+        _start_surface(stack, work, broker.port, web_port)
     stop = threading.Event()
     pty = PtyPort()
     stack.callback(pty.close)
@@ -209,14 +249,15 @@ def _run(stack: contextlib.ExitStack, work: Path, seconds: float, model_dir: Pat
     stack.callback(stop.set)
     print(f"board: simulated {site}, 3 channels x {FS:g} Hz int24 on {pty.path}")
     config = work / "stopewatch.toml"
-    _config(config, pty.path, broker.port, model_dir.resolve(), work / "state")
+    _config(config, pty.path, broker.port, model_dir.resolve(), work / "state", waveforms=web_port is not None)
     log = stack.enter_context(open(work / "daemon.log", "w"))  # noqa: SIM115 (closed by the stack)
     daemon = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
                               stderr=log, stdout=log)
     stack.callback(_stop_daemon, daemon)
     viewer = Subscriber(broker.port, DEMO_NODE)
     stack.callback(viewer.close)
-    print(f"daemon: pid {daemon.pid}; running {seconds:g} s (Ctrl-C to end)\n")
+    print(f"daemon: pid {daemon.pid}; " + ("running until Ctrl-C\n" if math.isinf(seconds)
+                                          else f"running {seconds:g} s (Ctrl-C to end)\n"))
     print(ROW.format("trigger UTC", "seq", "label", "conf", "PPV", "dom Hz", "SNR dB", "lat ms"))
     code = 0
     try:
