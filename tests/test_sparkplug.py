@@ -188,6 +188,15 @@ def test_the_metric_table_covers_every_event_field_with_its_datatype():
     assert json.loads(got["Event/message"]) == dict(msg, historical=False)
 
 
+def test_docs_name_every_metric_with_its_datatype_and_alias():
+    text = (ROOT / "docs/mqtt.md").read_text()
+    for spec in NODE_METRICS + EVENT_METRICS:
+        row = [line for line in text.splitlines() if line.startswith(f"| `{spec.name}` |")]
+        assert row, f"docs/mqtt.md has no row for {spec.name}"
+        cells = [c.strip() for c in row[0].split("|")]
+        assert cells[2].upper() == spec.datatype and cells[3] in (str(spec.alias), "(none)"), row[0]
+
+
 # ----------------------------------------------------------------------------------------------- sessions
 def test_birth_data_health_and_rebirth_on_command(make_broker, nodes, hosts, tmp_path):
     broker = make_broker()
