@@ -8,7 +8,10 @@ conditions with generous timeouts.
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -195,6 +198,39 @@ def test_docs_name_every_metric_with_its_datatype_and_alias():
         assert row, f"docs/mqtt.md has no row for {spec.name}"
         cells = [c.strip() for c in row[0].split("|")]
         assert cells[2].upper() == spec.datatype and cells[3] in (str(spec.alias), "(none)"), row[0]
+
+
+def test_config_keys_are_checked_and_json_mode_imports_no_sparkplug(tmp_path):
+    from edge.errors import UserError
+    from edge.gateway.config import parse_config
+
+    base = {"node": {"state_dir": str(tmp_path)}}
+    cfg = parse_config(dict(base, mqtt={"mode": "both", "sparkplug_primary_host": "scada"}), "t.toml")
+    assert cfg.sparkplug_outbox_path == tmp_path / "outbox-sparkplug.sqlite"
+    assert parse_config(dict(base, mqtt={"mode": "sparkplug"}), "t.toml").sparkplug_outbox_path == cfg.outbox_path
+    for mqtt, words in (({"mode": "xml"}, "mqtt.mode = 'xml'; allowed: json, sparkplug, both"),
+                        ({"sparkplug_device": "a/b"}, "mqtt.sparkplug_device = 'a/b'"),
+                        ({"sparkplug_primary_host": "#"}, "mqtt.sparkplug_primary_host = '#'"),
+                        ({"mode": "sparkplug", "publish_waveforms": True}, "set mqtt.mode = \"both\"")):
+        with pytest.raises(UserError, match=None) as err:
+            parse_config(dict(base, mqtt=mqtt), "t.toml")
+        assert words in str(err.value) and str(err.value).startswith("t.toml: ") and "\n" not in str(err.value)
+    # the default path never loads the Sparkplug codec (nor protobuf, nor TensorFlow)
+    code = ("import sys, edge.gateway.daemon, edge.gateway.mqtt; "
+            "print(sorted(m for m in ('pysparkplug', 'google.protobuf', 'tensorflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_missing_pysparkplug_is_one_clear_line(monkeypatch):
+    from edge.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "pysparkplug", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "edge.gateway.sparkplug")
+    with pytest.raises(UserError, match=r"pysparkplug is not installed: pip install 'stopewatch\[sparkplug\]'"):
+        importlib.import_module("edge.gateway.sparkplug")
+    monkeypatch.undo()
+    assert importlib.import_module("edge.gateway.sparkplug").SparkplugPublisher is SparkplugPublisher
 
 
 # ----------------------------------------------------------------------------------------------- sessions
