@@ -501,9 +501,10 @@ class Daemon:
         reader = threading.Thread(target=self._guarded, args=("serial", self._reader_thread), name="serial",
                                   daemon=True)
         reader.start()
-        log.info("stopewatch %s: site %s node %s, model %s, board %s, broker %s:%d", package_version(),
+        log.info("stopewatch %s: site %s node %s, model %s, board %s, broker %s:%d (%s)", package_version(),
                  self.cfg.node.site, self.cfg.node.node, self.classifier.card["name"], self.cfg.board.port,
-                 self.cfg.mqtt.host, self.cfg.mqtt.port)
+                 self.cfg.mqtt.host, self.cfg.mqtt.port, {"json": "JSON", "sparkplug": "Sparkplug B",
+                                                          "both": "JSON and Sparkplug B"}[self.cfg.mqtt.mode])
         self.notifier.ready(f"running; {self._outbox_note()}{self._mqtt_line()}")
         self._warm_up()  # bytes arriving meanwhile wait in the queue
         watchdog = self.notifier.watchdog_interval() or 10.0
