@@ -9,7 +9,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[edge,train,dev,surface]'
+	$(PY) -m pip install --quiet -e '.[edge,train,dev,surface,sparkplug]'
+	# Sparkplug B codec; --no-deps: its paho-mqtt<2 pin is for its own client, which is not used (pyproject.toml)
+	$(PY) -m pip install --quiet --no-deps pysparkplug==0.6.1
 	touch $(STAMP)
 
 venv: $(STAMP)

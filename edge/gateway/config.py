@@ -90,6 +90,9 @@ class MqttConfig:
     key_file: str = ""
     publish_waveforms: bool = False
     max_inbound_kb: int = 64  # largest packet taken from the broker (MQTT 5 CONNECT Maximum Packet Size)
+    mode: str = "json"  # json | sparkplug | both (edge/gateway/sparkplug.py)
+    sparkplug_device: str = "board"  # the Sparkplug device id of the ADC board (events are its DDATA)
+    sparkplug_primary_host: str = ""  # a Primary Host id: wait for its STATE online before births and data
 
 
 @dataclass
@@ -177,6 +180,18 @@ class Config:
         return Path(self.outbox.path) if self.outbox.path else Path(self.node.state_dir) / "outbox.sqlite"
 
     @property
+    def sparkplug_outbox_path(self) -> Path:
+        """The Sparkplug publisher's outbox: the outbox itself in mode "sparkplug", a second file beside it in
+        mode "both" (each form is acknowledged on its own; an event leaves a file only on its form's PUBACK)."""
+        path = self.outbox_path
+        return path if self.mqtt.mode == "sparkplug" else path.with_name(f"{path.stem}-sparkplug{path.suffix}")
+
+    @property
+    def bdseq_path(self) -> Path:
+        """Where the Sparkplug bdSeq of the last session is kept across restarts (beside the outbox)."""
+        return self.outbox_path.with_name("sparkplug-bdseq")
+
+    @property
     def archive_path(self) -> Path:
         return Path(self.archive.path) if self.archive.path else Path(self.node.state_dir) / "archive"
 
@@ -197,7 +212,9 @@ _SECRET_WORDS = ("password", "passwd", "secret", "token", "passphrase", "credent
 _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
                    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$")
 INSTRUMENTS = ("geophone", "seismometer", "accelerometer")
+MQTT_MODES = ("json", "sparkplug", "both")
 _CHOICES = {"trigger.method": STA_LTA_METHODS, "mqtt.protocol": ("5", "3.1.1"), "log.level": LOG_LEVELS,
+            "mqtt.mode": MQTT_MODES,
             "stream.instrument": INSTRUMENTS, "archive.encoding": ("steim2", "steim1", "int32")}
 _POSITIVE = {"board.baudrate", "board.counts_per_unit", "board.text_fs", "board.reconnect_max_s", "model.threads",
              "trigger.highpass_hz", "trigger.lowpass_hz", "trigger.sta_s", "trigger.lta_s", "trigger.on",
@@ -343,6 +360,15 @@ def _check(cfg: Config) -> None:
         read_password(m.password_file, f"{src}: mqtt.password_file")
     if m.tls:
         check_tls_files(m, src)
+    if not _NAME.match(m.sparkplug_device):
+        raise UserError(f"{src}: mqtt.sparkplug_device = {m.sparkplug_device!r}; allowed: 1-64 letters, digits, "
+                        "'.', '_' or '-' (it becomes part of the Sparkplug topic)")
+    if m.sparkplug_primary_host and not _NAME.match(m.sparkplug_primary_host):
+        raise UserError(f"{src}: mqtt.sparkplug_primary_host = {m.sparkplug_primary_host!r}; allowed: empty (no "
+                        "Primary Host) or 1-64 letters, digits, '.', '_' or '-'")
+    if m.mode == "sparkplug" and m.publish_waveforms:
+        raise UserError(f"{src}: mqtt.publish_waveforms = true with mqtt.mode = \"sparkplug\"; waveforms go on "
+                        "the JSON topics only: set mqtt.mode = \"both\" or publish_waveforms = false")
     if not cfg.board.port.strip():
         raise UserError(f"{src}: board.port = {cfg.board.port!r}; expected a serial device, pyserial URL or file")
     if cfg.node.prefix.startswith("$"):

@@ -97,7 +97,15 @@ class Daemon:
         except OSError as exc:
             raise UserError(f"{config_path}: cannot create the outbox directory {self.cfg.outbox_path.parent} "
                             f"({exc.strerror}); set node.state_dir or outbox.path to a writable place") from None
-        self.publisher = Publisher(self.cfg, self.boot_id, package_version(), self._model_status())
+        self.sparkplug = None  # the Sparkplug B publisher, in mqtt.mode "sparkplug" or "both"
+        if self.cfg.mqtt.mode != "json":
+            from edge.gateway.sparkplug import SparkplugPublisher  # pysparkplug (protobuf) only when asked for
+
+            self.sparkplug = SparkplugPublisher(self.cfg, self.boot_id, package_version(), self._model_status())
+        self.publisher = self.sparkplug if self.cfg.mqtt.mode == "sparkplug" else \
+            Publisher(self.cfg, self.boot_id, package_version(), self._model_status())
+        # Every form the events go out in; each has its own connection and outbox (mode "both": two).
+        self.publishers = [self.publisher] + ([self.sparkplug] if self.cfg.mqtt.mode == "both" else [])
         self.messenger = EventMessenger(self.cfg.node.site, self.cfg.node.node, self.boot_id,
                                         self.classifier.identity)
         self.pipeline: Pipeline | None = None
@@ -154,7 +162,10 @@ class Daemon:
 
     def dead_workers(self) -> dict[str, str]:
         """Worker threads that died, with their cause: the daemon must not look healthy without them."""
-        dead = {**self._worker_failures, **self.publisher.dead_workers()}
+        dead = dict(self._worker_failures)
+        for pub in self.publishers:
+            prefix = "sparkplug-" if pub is self.sparkplug and pub is not self.publisher else ""
+            dead.update({prefix + name: why for name, why in pub.dead_workers().items()})
         if "mqtt-network" in dead and self.publisher.network_thread in self._thread_errors:
             dead["mqtt-network"] = self._thread_errors[self.publisher.network_thread]
         return dead
@@ -176,7 +187,7 @@ class Daemon:
 
     def _serial_state(self, state: str, detail: str) -> None:
         self.serial_state = state
-        self.notifier.status(f"serial {state}; {self.publisher.status_line()}")
+        self.notifier.status(f"serial {state}; {self._mqtt_line()}")
 
     def _take_chunks(self, timeout: float, limit: int = 1 << 20) -> list[tuple[int, bytes]]:
         """All chunks waiting (up to ``limit`` bytes), or the first to arrive within ``timeout``."""
@@ -340,7 +351,8 @@ class Daemon:
     def _emit(self, events: list[PipelineEvent]) -> None:
         for event in events:
             msg = self.messenger.message(event, self._context(event))
-            if self.publisher.submit_event(msg, t_close=event.closed_at) is None:
+            stored = [pub.submit_event(msg, t_close=event.closed_at) for pub in self.publishers]
+            if None in stored:
                 # The disk refused it even after eviction (counted in health's outbox.unstored): the journal
                 # keeps what it was, so the event is not gone without a trace.
                 log.warning("event %s not stored (%s): %s %.2f at %s, PPV %.3g", msg["event_id"],
@@ -398,7 +410,8 @@ class Daemon:
             logging.getLogger().setLevel(cfg.log.level.upper())
         self.classifier = classifier
         self.messenger.model = classifier.identity
-        self.publisher.model = self._model_status()
+        for pub in self.publishers:
+            pub.model = self._model_status()
         log.info("reloaded: model %s %s", classifier.card["name"], classifier.card["sha256"][:12])
 
     def _warm_up(self) -> None:
@@ -449,10 +462,24 @@ class Daemon:
             "cpu_percent": round(100 * (cpu - cpu_prev) / max(now - t_prev, 1e-6), 1),
             "rss_mb": round(rss_mb(), 1),
             "mqtt": self.publisher.stats(),
+            "sparkplug": self._sparkplug_health(),
             "dead_workers": self.dead_workers(),
             "timing": timing.as_fields() if (timing := self.timing()) else None,
             "archive": self.archive.health() if self.archive is not None else None,
         }
+
+    def _sparkplug_health(self) -> dict | None:
+        """The Sparkplug session for health (None in mode "json"); in mode "both" with its own connection."""
+        spb = self.sparkplug
+        if spb is None:
+            return None
+        out = {**spb.session(), "backlog": spb.outbox.depth()}
+        if spb is not self.publisher:
+            out["mqtt"] = spb.stats()
+        return out
+
+    def _mqtt_line(self) -> str:
+        return "; ".join(pub.status_line() for pub in self.publishers)
 
     def _outbox_note(self) -> str:
         """The outbox's trouble for ``systemctl status``: a disk that refuses writes, a salvage at start."""
@@ -481,15 +508,17 @@ class Daemon:
         if self.metrics is not None:  # before anything else starts: a busy port is a clean exit 2
             self.metrics.start()
             self.metrics.health.update(self.health(advance=False))
-        self.publisher.start()
+        for pub in self.publishers:
+            pub.start()
         self.decoder = self._make_decoder()
         reader = threading.Thread(target=self._guarded, args=("serial", self._reader_thread), name="serial",
                                   daemon=True)
         reader.start()
-        log.info("stopewatch %s: site %s node %s, model %s, board %s, broker %s:%d", package_version(),
+        log.info("stopewatch %s: site %s node %s, model %s, board %s, broker %s:%d (%s)", package_version(),
                  self.cfg.node.site, self.cfg.node.node, self.classifier.card["name"], self.cfg.board.port,
-                 self.cfg.mqtt.host, self.cfg.mqtt.port)
-        self.notifier.ready(f"running; {self._outbox_note()}{self.publisher.status_line()}")
+                 self.cfg.mqtt.host, self.cfg.mqtt.port, {"json": "JSON", "sparkplug": "Sparkplug B",
+                                                          "both": "JSON and Sparkplug B"}[self.cfg.mqtt.mode])
+        self.notifier.ready(f"running; {self._outbox_note()}{self._mqtt_line()}")
         self._warm_up()  # bytes arriving meanwhile wait in the queue
         watchdog = self.notifier.watchdog_interval() or 10.0
         next_health = time.monotonic() + min(5.0, self.cfg.health.interval_s)
@@ -500,7 +529,9 @@ class Daemon:
                 why = "; ".join(f"{k}: {v}" for k, v in dead.items())
                 log.error("stopping: worker thread(s) died (%s); exit 1 so that systemd restarts the service", why)
                 self.notifier.status(f"FAILED: {why}")
-                self.publisher.publish_health(self.health())  # the surface sees which worker and why
+                health = self.health()
+                for pub in self.publishers:  # the surface sees which worker and why
+                    pub.publish_health(health)
                 self.exit_code = 1
                 break
             self._process(self._take_chunks(timeout=0.2))
@@ -517,7 +548,8 @@ class Daemon:
                 next_metrics = now + METRICS_REFRESH_S
             if now >= next_health:  # rates, not every event: the journal must not fill up
                 health = self.health()
-                self.publisher.publish_health(health)
+                for pub in self.publishers:
+                    pub.publish_health(health)
                 if self.metrics is not None:
                     self.metrics.health.update(health)
                 log.info("%d events (%d since last), %d triggers, backlog %d, %s x real time, serial %s, link %s%s",
@@ -534,7 +566,7 @@ class Daemon:
                                         else "")
                                      + self._outbox_note()
                                      + f"{self.events_out} events; serial {self.serial_state}; "
-                                     f"{self.publisher.status_line()}")
+                                     f"{self._mqtt_line()}")
                 next_health = now + self.cfg.health.interval_s
         return self._shutdown()
 
@@ -551,6 +583,8 @@ class Daemon:
             log.exception("draining failed; events of the last blocks may not be stored")
             self.exit_code = 1
         left = self.publisher.stop(timeout=10.0)
+        for pub in self.publishers[1:]:
+            pub.stop(timeout=10.0)
         if self.metrics is not None:
             self.metrics.stop()
         outbox = self.publisher.outbox

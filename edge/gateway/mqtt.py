@@ -243,9 +243,40 @@ class Publisher:
     @model.setter
     def model(self, model: dict) -> None:
         self._model = dict(model)
-        self.client.will_set(self.topics.status, self._status("offline"), qos=1, retain=True)  # next session
+        self._set_will(self.client)  # next session
         if self._connected and not self._stopping.is_set():
-            self.client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+            self._model_changed()
+
+    # ----------------------------------------------------------------- what the JSON form says (hooks)
+    def _client_id(self) -> str:
+        return self.cfg.mqtt.client_id or f"stopewatch-{self.cfg.node.site}-{self.cfg.node.node}"
+
+    # The Sparkplug B publisher (edge/gateway/sparkplug.py) overrides these; the durable sending is shared.
+    def _set_will(self, client: paho.Client) -> None:
+        """Register the will of the next session: the retained ``offline`` status."""
+        client.will_set(self.topics.status, self._status("offline"), qos=1, retain=True)
+
+    def _announce(self, client: paho.Client) -> None:
+        """A session came up (paho thread, state lock held): say ``online``."""
+        client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+
+    def _model_changed(self) -> None:
+        self.client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+
+    def _on_sender_item(self, item: Any) -> None:
+        """The sender thread saw ``item`` (a session change or a hook's own item); nothing to do for JSON."""
+
+    def _may_send(self) -> bool:
+        """Whether queued rows may go out now (besides being connected)."""
+        return True
+
+    def _publish_row(self, row, packets: list[bytes], historical: bool) -> list[paho.MQTTMessageInfo]:
+        """Publish one outbox row's packets (sender thread, state lock held)."""
+        return [self.client.publish(row.topic, packet, qos=row.qos, retain=row.retain) for packet in packets]
+
+    def _farewell(self) -> paho.MQTTMessageInfo:
+        """The last message of a clean stop: the retained ``stopped`` status."""
+        return self.client.publish(self.topics.status, self._status("stopped"), qos=1, retain=True)
 
     def _status(self, state: str) -> bytes:
         return _dumps({"state": state, "ts": utc_now(), "boot_id": self.boot_id, "version": self.version,
@@ -253,7 +284,7 @@ class Publisher:
 
     def _make_client(self) -> paho.Client:
         m = self.cfg.mqtt
-        self.client_id = m.client_id or f"stopewatch-{self.cfg.node.site}-{self.cfg.node.node}"
+        self.client_id = self._client_id()
         v5 = m.protocol == "5"
         client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                          protocol=paho.MQTTv5 if v5 else paho.MQTTv311, clean_session=None if v5 else True,
@@ -263,7 +294,7 @@ class Publisher:
         if m.tls:
             client.tls_set(ca_certs=m.ca_file, certfile=m.cert_file or None, keyfile=m.key_file or None,
                            cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.will_set(self.topics.status, self._status("offline"), qos=1, retain=True)
+        self._set_will(client)
         client.max_inflight_messages_set(self.window + 4)  # + status messages; paho must never queue ours
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
@@ -308,7 +339,7 @@ class Publisher:
             self._live_after_id = self.outbox.last_id()
             self._session += 1
             self._connected = True
-            client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+            self._announce(client)
             self._events.put(_Connected(self._session))
         self.counters["connects"] += 1
         if self._ever_connected:
@@ -359,7 +390,7 @@ class Publisher:
             if not self._stopping.is_set():
                 log.warning("MQTT: connection lost (%s); events queue on disk, reconnecting", reason_code)
                 # The will's ts is when it was set: refresh it for the next session.
-                client.will_set(self.topics.status, self._status("offline"), qos=1, retain=True)
+                self._set_will(client)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         # Runs with paho's message mutex held: only hand the PUBACK over to the sender thread.
@@ -375,7 +406,7 @@ class Publisher:
         None: the disk refused it even after eviction (counted in the outbox's ``unstored``; the caller logs it).
         """
         t0 = time.monotonic() if t_close is None else t_close
-        historical = bool(msg.get("historical", False)) or not self._connected
+        historical = bool(msg.get("historical", False)) or not (self._connected and self._may_send())
         body = dict(msg, historical=historical)
         with self._submit_lock:
             row_id = self.outbox.put(self.topics.event, _dumps(body), qos=1, kind="event",
@@ -462,6 +493,7 @@ class Publisher:
             acked: list[tuple[_InFlight, float]] = []
             refused: dict[int, str] = {}
             for ev in batch:
+                self._on_sender_item(ev)
                 if isinstance(ev, _Ack):
                     entry = inflight.pop(ev.mid, None)
                     if entry is None:
@@ -498,10 +530,10 @@ class Publisher:
             if retry_at is not None and time.monotonic() >= retry_at:
                 cursor, retry_at = 0, None  # resend what is queued from its oldest row, in order
                 parts_acked.clear()
-            if self._stopping.is_set() and (self.outbox.depth() == 0 or not self._connected
+            if self._stopping.is_set() and (self.outbox.depth() == 0 or not self._connected or not self._may_send()
                                             or time.monotonic() >= self._stop_deadline):
                 return
-            if live and len(inflight) < self.window:
+            if live and len(inflight) < self.window and self._may_send():
                 cursor, live = self._send_more(session, inflight, cursor)
 
     def _log_refusal(self, reason: str, outcome: str) -> None:
@@ -562,8 +594,7 @@ class Publisher:
                 if not (self._connected and self._session == session):
                     live = False
                     break
-                infos = [self.client.publish(row.topic, packet, qos=row.qos, retain=row.retain)
-                         for packet in packets]
+                infos = self._publish_row(row, packets, historical)
             if any(info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS for info in infos):
                 live = False  # connection just dropped; paho's copy is discarded on reconnect
                 break
@@ -644,7 +675,7 @@ class Publisher:
             self._thread.join(timeout + 2.0)
         left = self.outbox.depth()
         if self._connected:
-            info = self.client.publish(self.topics.status, self._status("stopped"), qos=1, retain=True)
+            info = self._farewell()
             with contextlib.suppress(RuntimeError):  # connection dropped just now: the will (offline) stands
                 info.wait_for_publish(timeout=5.0)
         self.client.disconnect()
