@@ -181,20 +181,16 @@ def relabel(event_id: str) -> Any:
     return redirect(url_for("views.event", event_id=event_id)), 303
 
 
-@bp.route("/events/<event_id>/waveform.png")
-def waveform_png(event_id: str) -> Any:
+PLOTS = {"waveform": plots.waveform_png, "spectrogram": plots.spectrogram_png}
+
+
+@bp.route("/events/<event_id>/<any(waveform, spectrogram):kind>.png")
+def plot_png(event_id: str, kind: str) -> Any:
+    """The event's components or its spectrogram, as a PNG drawn on the server."""
     detail = _detail_or_404(event_id)
     if detail.waveform is None:
         abort(404)
-    return Response(plots.waveform_png(detail.event, detail.waveform), mimetype="image/png")
-
-
-@bp.route("/events/<event_id>/spectrogram.png")
-def spectrogram_png(event_id: str) -> Any:
-    detail = _detail_or_404(event_id)
-    if detail.waveform is None:
-        abort(404)
-    return Response(plots.spectrogram_png(detail.event, detail.waveform), mimetype="image/png")
+    return Response(PLOTS[kind](detail.event, detail.waveform), mimetype="image/png")
 
 
 @bp.route("/queue")
