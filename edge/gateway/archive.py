@@ -132,9 +132,8 @@ class RingArchive:
         self._codes: StreamCodes | None = None
         self._fs = 0.0
         self._sample_type, self._encoding, self._dtype = "i", "steim2", np.dtype(np.int32)
-        self._anchor: tuple[int, int] | None = None  # (sample index, its time in ns) of the current run
         self._next_index: int | None = None
-        self._quality = 0
+        self._clock: TimingSource | None = None
         self._newest_ns = 0  # start of the latest record written
         self._sizes: dict[Path, int] = {}  # every day file of the ring (relative path) -> bytes
         self._day: dict[Path, tuple[int, int] | None] = {}  # its (year, day of year)
@@ -168,47 +167,68 @@ class RingArchive:
             "int32": ("i", integer, np.int32), "float32": ("f", "float32", np.float32),
         }.get(kind, ("d", "float64", np.float64))
         self._traces = [MS3TraceList() for _ in codes.channels]  # one per channel: each record's file is known
-        self._anchor = self._next_index = None
+        self._next_index = None
+        self._anchor_index, self._anchor_ns = 0, 0  # the current run: this sample index is at this time
+        self._ns_per_sample = 1e9 / self._fs
+        self._batch_samples = BATCH_S * self._fs
+        self._tolerance_ns = 0.0
+        self._midnight_ns = 0
+        self._clock: TimingSource | None = None  # the clock of the current run (its quality goes in records)
         self._pending: list[np.ndarray] = []
         self._pending_start = 0
         self._pending_n = 0
         self._buffer_day: int | None = None  # day number (ns // DAY_NS) of what the trace lists hold
 
     def write(self, counts: np.ndarray, first_sample: int, clock: TimingSource) -> None:
-        """Archive the board's samples ``first_sample..`` (channels, n) in counts; never raises for I/O."""
+        """Archive the board's samples ``first_sample..`` (channels, n) in counts; never raises for I/O.
+
+        Called for every block the board sends (hundreds a second at real time), so the contiguous case is
+        kept to a clock reading and a comparison; the clock's error and quality are read once a batch."""
         if self._codes is None:
             raise RuntimeError("RingArchive.write before start()")
         n = counts.shape[1]
         t_clock = clock.time_ns(first_sample)
-        if self._next_index is None or first_sample != self._next_index:
+        if first_sample != self._next_index:
             if self._next_index is not None:
                 self.stats.gaps += 1
                 self._flush_run()  # the run before the gap is complete: its last record goes out now
-            self._anchor = (first_sample, t_clock)
+            self._anchor(first_sample, t_clock, clock)
+            start_ns = t_clock
         else:
-            idx0, t0 = self._anchor
-            t_run = t0 + round((first_sample - idx0) * 1e9 / self._fs)
-            # Half the stated error: the run then stays within the clock's own error plus half of it.
-            tolerance = max(0.5e9 / self._fs, (clock.error_ns or 0) / 2)
-            if abs(t_clock - t_run) > tolerance:
+            start_ns = self._anchor_ns + round((first_sample - self._anchor_index) * self._ns_per_sample)
+            if abs(t_clock - start_ns) > self._tolerance_ns:
                 self.stats.time_tears += 1
                 self._flush_run()
-                self._anchor = (first_sample, t_clock)
-        idx0, t0 = self._anchor
-        start_ns = t0 + round((first_sample - idx0) * 1e9 / self._fs)
-        self._quality = clock.quality
+                self._anchor(first_sample, t_clock, clock)
+                start_ns = t_clock
         self._next_index = first_sample + n
         data = np.asarray(counts)
-        midnight = (start_ns // DAY_NS + 1) * DAY_NS
-        split = min(n, max(0, math.ceil((midnight - start_ns) * self._fs / 1e9)))
-        if split < n:  # a day file holds only its day: the part after midnight starts the next file
-            self._queue(data[:, :split], start_ns)
-            self._flush_run()
-            start_ns, data = start_ns + round(split * 1e9 / self._fs), data[:, split:]
+        if start_ns + n * self._ns_per_sample > self._midnight_ns:
+            # A day file holds only its day: the part after midnight starts the next file.
+            split = min(n, max(0, math.ceil((self._midnight_ns - start_ns) / self._ns_per_sample)))
+            if split < n:
+                self._queue(data[:, :split], start_ns)
+                self._flush_run()
+                start_ns, data = start_ns + round(split * self._ns_per_sample), data[:, split:]
+            self._midnight_ns = (start_ns // DAY_NS + 1) * DAY_NS
         self._queue(data, start_ns)
-        if self._pending_n >= BATCH_S * self._fs:
+        if self._pending_n >= self._batch_samples:
+            self._clock = clock
+            self._tolerance_ns = self._tolerance(clock)
             self._feed()
             self._pack(flush=False)
+
+    def _tolerance(self, clock: TimingSource) -> float:
+        """How far the run may part from the clock before it is re-anchored: half the clock's stated error
+        (the run then stays within the clock's own error plus half of it), at least half a sample."""
+        return max(0.5 * self._ns_per_sample, (clock.error_ns or 0) / 2)
+
+    def _anchor(self, index: int, t_ns: int, clock: TimingSource) -> None:
+        """Start a run at sample ``index`` = time ``t_ns``; later samples follow the nominal rate."""
+        self._anchor_index, self._anchor_ns = index, t_ns
+        self._clock = clock
+        self._tolerance_ns = self._tolerance(clock)
+        self._midnight_ns = (t_ns // DAY_NS + 1) * DAY_NS
 
     def flush(self) -> None:
         """Write out everything buffered (shutdown, a gap, a new stream), as short records if need be."""
@@ -252,7 +272,8 @@ class RingArchive:
     def _pack(self, flush: bool) -> None:
         if self._buffer_day is None:
             return
-        extra = json.dumps({"FDSN": {"Time": {"Quality": int(self._quality)}}})
+        quality = int(self._clock.quality) if self._clock is not None else 0
+        extra = json.dumps({"FDSN": {"Time": {"Quality": quality}}})
         by_file: dict[Path, list[bytes]] = {}
         for row, traces in enumerate(self._traces):
             records = list(traces.generate(max_record_length=self.cfg.record_bytes,
@@ -266,7 +287,7 @@ class RingArchive:
                 by_file[self._paths[key]] = records
         if not by_file:
             return
-        self.stats.timing_quality = int(self._quality)
+        self.stats.timing_quality = quality
         count = sum(len(v) for v in by_file.values())
         size = sum(len(r) for v in by_file.values() for r in v)
         if not self._make_room(size):
