@@ -43,10 +43,11 @@ def test_seed_channel_codes_follow_the_rate_and_the_sensor():
     assert orientation_codes(2) == "12" and orientation_codes(3, "Z12") == "Z12"
 
 
-@pytest.mark.parametrize("encoding", ["steim2", "steim1", "int32"])
-def test_gps_stream_with_gaps_reads_back_exactly(tmp_path, encoding):
+@pytest.mark.parametrize(("encoding", "record_bytes"),
+                         [("steim2", 4096), ("steim1", 4096), ("int32", 4096), ("int32", 65536)])
+def test_gps_stream_with_gaps_reads_back_exactly(tmp_path, encoding, record_bytes):
     fs = 4000.0
-    archive = RingArchive(ArchiveConfig(min_free_bytes=0, encoding=encoding), tmp_path)
+    archive = RingArchive(ArchiveConfig(min_free_bytes=0, encoding=encoding, record_bytes=record_bytes), tmp_path)
     codes = stream_codes(StreamConfig(), fs, 3)
     archive.start(codes, fs, "int24")
     rng = np.random.default_rng(1)
@@ -76,6 +77,7 @@ def test_gps_stream_with_gaps_reads_back_exactly(tmp_path, encoding):
     details = obspy.read(str(tmp_path / sds_path(codes, 0, T0)), details=True)
     assert {tr.stats.mseed.blkt1001.timing_quality for tr in details} == {100}
     assert {tr.stats.mseed.encoding for tr in details} == {encoding.upper()}
+    assert {tr.stats.mseed.record_length for tr in details} == {record_bytes}
 
 
 def test_float_boards_are_archived_as_float32(tmp_path):
