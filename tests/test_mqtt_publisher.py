@@ -60,13 +60,12 @@ def sample_event(seq: int, boot_id: str = "boot-1", label: str = "blast") -> dic
             "timing": {"clock": "board", "locked": True, "error_s": 1e-06, "quality": 100}}
 
 
-@pytest.fixture
-def publishers():
-    """Start publishers through this factory; any still running are stopped after the test."""
+def publisher_factory(cls: type[Publisher]):
+    """A fixture's body: yields a factory that starts publishers of ``cls``; stops them after the test."""
     started: list[Publisher] = []
 
     def start(cfg, boot_id: str = "boot-1", **kwargs) -> Publisher:
-        pub = Publisher(cfg, boot_id, "0.1.0", {"name": MODEL["name"], "sha256": MODEL["sha256"]}, **kwargs)
+        pub = cls(cfg, boot_id, "0.1.0", {"name": MODEL["name"], "sha256": MODEL["sha256"]}, **kwargs)
         pub.start(reconnect_min_s=1, reconnect_max_s=2)
         started.append(pub)
         return pub
@@ -74,6 +73,12 @@ def publishers():
     yield start
     for pub in started:
         pub.stop(timeout=5)
+
+
+@pytest.fixture
+def publishers():
+    """Start publishers through this factory; any still running are stopped after the test."""
+    yield from publisher_factory(Publisher)
 
 
 def first_copies(col: Collector) -> list[dict]:

@@ -19,7 +19,7 @@ import paho.mqtt.client as paho
 import pytest
 from mqtt_broker import wait_until
 from paho.mqtt.enums import CallbackAPIVersion
-from test_mqtt_publisher import MODEL, make_cfg, sample_event
+from test_mqtt_publisher import MODEL, make_cfg, publisher_factory, sample_event
 
 spb = pytest.importorskip("pysparkplug")
 
@@ -123,17 +123,8 @@ def ddata_events(host: Host) -> list[dict]:
 
 @pytest.fixture
 def nodes():
-    started: list[SparkplugPublisher] = []
-
-    def start(cfg, boot_id: str = "boot-1") -> SparkplugPublisher:
-        pub = SparkplugPublisher(cfg, boot_id, "0.1.0", {"name": MODEL["name"], "sha256": MODEL["sha256"]})
-        pub.start(reconnect_min_s=1, reconnect_max_s=2)
-        started.append(pub)
-        return pub
-
-    yield start
-    for pub in started:
-        pub.stop(timeout=5)
+    """Start Sparkplug publishers through this factory; any still running are stopped after the test."""
+    yield from publisher_factory(SparkplugPublisher)
 
 
 @pytest.fixture
