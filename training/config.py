@@ -114,6 +114,12 @@ DEFAULTS: dict[str, Any] = {
         "prune": "masks",  # masks (keep the base model's zeros), reprune (tfmot, prune_epochs) or none
         "prune_epochs": 3,
         "replay": 0.0,  # synthetic training windows replayed per site window (0 = none)
+        "lp_epochs": 0,  # LP-FT: epochs training only the classifier head (trunk frozen) before the full fine-tune
+        "lp_learning_rate": 0.003,  # ... at this learning rate (constant)
+        "l2_sp": 0.0,  # L2-SP: per-step pull of every kernel toward the base model's (x the learning rate; 0 = off)
+        "augment_copies": 1,  # augmented copies of each site window per epoch
+        "site_noise": 0.5,  # probability of mixing one of the site's own noise windows into a window
+        "patience": 0,  # early stopping on the held-out site split's macro-F1 (best epoch restored; 0 = fixed epochs)
     },
     "quantize": {
         "representative": 400,
@@ -256,6 +262,21 @@ def _check(cfg: dict, where: str) -> None:
     for k in ("epochs", "batch_size", "patience"):
         if cfg["train"][k] < 1:
             raise bad(f"train.{k}", cfg["train"][k], "an integer >= 1")
+    f = cfg["finetune"]
+    for k in ("epochs", "batch_size", "augment_copies"):
+        if f[k] < 1:
+            raise bad(f"finetune.{k}", f[k], "an integer >= 1")
+    for k in ("lp_epochs", "patience", "prune_epochs"):
+        if f[k] < 0:
+            raise bad(f"finetune.{k}", f[k], "an integer >= 0")
+    for k in ("learning_rate", "lp_learning_rate"):
+        if not 0 < f[k] < 1:
+            raise bad(f"finetune.{k}", f[k], "a learning rate, 0 < rate < 1")
+    for k in ("l2_sp", "replay"):
+        if f[k] < 0:
+            raise bad(f"finetune.{k}", f[k], "a value >= 0")
+    if not 0 <= f["site_noise"] <= 1:
+        raise bad("finetune.site_noise", f["site_noise"], "a probability in 0..1")
     rates = cfg["board_rates_hz"]
     if rates and not (len(rates) == 2 and 0 < rates[0] <= rates[1]):
         raise bad("board_rates_hz", rates, "[LOW, HIGH] board rates in Hz with 0 < LOW <= HIGH, or [] to infer")
