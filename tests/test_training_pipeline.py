@@ -263,7 +263,7 @@ def test_fine_tune_lp_ft_l2_sp_and_early_stopping(trained):
     params = PreprocessParams.from_dict(card["preprocessing"])
     site = D.prepare(generate_windows(72, 5, fs=params.fs, samples=params.samples, pre_s=0.256,
                                       sites=["grouted_borehole_14hz"]), params, 3, "zero_fill")
-    fit, val = D.Prepared(site.x[:54], site.y[:54], None), site.x[54:], site.y[54:]
+    fit, val = D.Prepared(site.x[:54], site.y[:54], None), (site.x[54:], site.y[54:])
     cfg = load_config(None, {"preprocess": card["preprocessing"], "finetune": {
         "epochs": 6, "batch_size": 16, "lp_epochs": 2, "l2_sp": 1000.0, "patience": 1, "augment_copies": 2}})
     base = A.load_base(trained)
