@@ -186,6 +186,10 @@ def finetune(model, site: D.Prepared, cfg: dict, rng: np.random.Generator, *, re
         set_frozen(model, freeze)
         from training.train import compile_model
         compile_model(model, lr_at(0))
+        if ft["mixup"] > 0:  # soft targets: the same optimizer, a cross-entropy that takes distributions
+            _, keras, _ = tensorflow_keras()
+            model.compile(optimizer=keras.optimizers.Adam(lr_at(0)),
+                          loss=keras.losses.CategoricalCrossentropy(from_logits=True))
         callbacks = [_l2sp_callback(model, lambda: float(model.optimizer.learning_rate) * ft["l2_sp"])] \
             if ft["l2_sp"] > 0 and tag == phase else []
         if masks is not None:
@@ -196,8 +200,16 @@ def finetune(model, site: D.Prepared, cfg: dict, rng: np.random.Generator, *, re
             xa = D.augment(xs, rng, aug, background if len(background) else None) if ft["augment"] else xs
             xa = D.to_model_input(xa, clip)
             order = rng.permutation(len(xa))
+            xb, yb, wb = xa[order], ys[order], sws[order]
+            if ft["mixup"] > 0:  # mixup: convex pairs of site windows and of their one-hot labels
+                lam = rng.beta(ft["mixup"], ft["mixup"], len(xb)).astype(np.float32)
+                lam = np.maximum(lam, 1 - lam)  # the first window dominates: its weight stays its own
+                pair = rng.permutation(len(xb))
+                xb = lam[:, None, None] * xb + (1 - lam[:, None, None]) * xb[pair]
+                onehot = np.eye(len(CLASSES), dtype=np.float32)
+                yb = lam[:, None] * onehot[yb] + (1 - lam[:, None]) * onehot[yb[pair]]
             t0 = time.perf_counter()
-            h = model.fit(xa[order], ys[order], sample_weight=sws[order], batch_size=ft["batch_size"], epochs=1,
+            h = model.fit(xb, yb, sample_weight=wb, batch_size=ft["batch_size"], epochs=1,
                           shuffle=False, verbose=0, callbacks=callbacks)
             rec = {"phase": tag, "epoch": epoch + 1, "loss": float(h.history["loss"][-1]),
                    "seconds": time.perf_counter() - t0}
@@ -240,7 +252,7 @@ def finetune_summary(cfg: dict, site_windows: int, replayed: int) -> dict:
             "replayed_synthetic_windows": replayed,
             **{k: ft[k] for k in ("freeze", "epochs", "learning_rate", "batch_size", "augment", "class_weight",
                                   "adabn", "prune", "prune_epochs", "replay", "lp_epochs", "lp_learning_rate",
-                                  "l2_sp", "augment_copies", "site_noise", "patience")},
+                                  "l2_sp", "augment_copies", "site_noise", "patience", "mixup")},
             "calibration": "temperature and thresholds re-fitted on held-out labelled site windows"}
 
 

@@ -119,6 +119,7 @@ DEFAULTS: dict[str, Any] = {
         "l2_sp": 0.0,  # L2-SP: per-step pull of every kernel toward the base model's (x the learning rate; 0 = off)
         "augment_copies": 1,  # augmented copies of each site window per epoch
         "site_noise": 0.5,  # probability of mixing one of the site's own noise windows into a window
+        "mixup": 0.0,  # mixup of site windows and their labels, Beta(a, a) mixing weights (0 = off)
         "patience": 0,  # early stopping on the held-out site split's macro-F1 (best epoch restored; 0 = fixed epochs)
     },
     "quantize": {
@@ -272,7 +273,7 @@ def _check(cfg: dict, where: str) -> None:
     for k in ("learning_rate", "lp_learning_rate"):
         if not 0 < f[k] < 1:
             raise bad(f"finetune.{k}", f[k], "a learning rate, 0 < rate < 1")
-    for k in ("l2_sp", "replay"):
+    for k in ("l2_sp", "replay", "mixup"):
         if f[k] < 0:
             raise bad(f"finetune.{k}", f[k], "a value >= 0")
     if not 0 <= f["site_noise"] <= 1:
