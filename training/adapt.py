@@ -253,7 +253,9 @@ def finetune_summary(cfg: dict, site_windows: int, replayed: int) -> dict:
             **{k: ft[k] for k in ("freeze", "epochs", "learning_rate", "batch_size", "augment", "class_weight",
                                   "adabn", "prune", "prune_epochs", "replay", "lp_epochs", "lp_learning_rate",
                                   "l2_sp", "augment_copies", "site_noise", "patience", "mixup")},
-            "calibration": "temperature and thresholds re-fitted on held-out labelled site windows"}
+            "calibration": "temperature and thresholds re-fitted on held-out labelled site windows",
+            "decision_bias": "re-fitted on held-out labelled site windows with the [decision] costs"
+            if cfg["decision"]["fit"] else "none"}
 
 
 # --------------------------------------------------------------------------- the unlabelled path
