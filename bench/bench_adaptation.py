@@ -80,6 +80,7 @@ VARIANTS: dict[str, dict] = {
     "batch_8": {"batch_size": 8},
     "lp_ft_lr_3e-3_epochs_80": {"lp_epochs": 10, "lp_learning_rate": 0.003, "epochs": 80},
     "mixup_0.2_epochs_80": {"mixup": 0.2, "epochs": 80},
+    "epochs_160": {"epochs": 160},
 }
 STAGE_KEYS = ("strategy", "unlabelled", "curve", "decision")
 VAL_SHARE = 0.15  # of a draw held out (per class) when a recipe stops early or the decision bias is re-fitted

@@ -102,11 +102,11 @@ DEFAULTS: dict[str, Any] = {
     # hold the sparsity at no extra stage (tfmot re-pruning: 0.83 +- 0.03); replay (0.835) and AdaBN off
     # (0.833) were within noise; balanced weights help on an imbalanced draw (0.82 vs 0.81). With 2.1.0, on
     # the crosscheck low regime with bolted 28 Hz geophones (the 40-epoch recipe: 0.831 +- 0.012): 80 epochs
-    # 0.844 +- 0.011 (better on every draw, so adopted); LP-FT (10 head epochs, then lr 0.001 / 0.003) 0.830
-    # / 0.842; L2-SP 1 / 10: 0.832 / 0.809; two augmented copies with site noise on 90 % 0.834; early
-    # stopping at 80 epochs on 15 % of the draw held out 0.769 (the held-out windows are missed more than
-    # the stopping gains); lr 0.01 0.809; batch 8 0.834; LP-FT + 80 epochs 0.843; mixup 0.2 + 80 epochs 0.830.
-    # Batch 16 so 192 windows still make ~1000 steps.
+    # 0.844 +- 0.011 (better on every draw, so adopted; 160: 0.849, within noise of 80 at twice the time);
+    # LP-FT (10 head epochs, then lr 0.001 / 0.003) 0.830 / 0.842; L2-SP 1 / 10: 0.832 / 0.809; two augmented
+    # copies with site noise on 90 % 0.834; early stopping at 80 epochs on 15 % of the draw held out 0.769
+    # (the held-out windows are missed more than the stopping gains); lr 0.01 0.809; batch 8 0.834; LP-FT +
+    # 80 epochs 0.843; mixup 0.2 + 80 epochs 0.830. Batch 16 so 192 windows still make ~1000 steps.
     "finetune": {
         "epochs": 80,
         "learning_rate": 0.003,
