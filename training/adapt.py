@@ -1,12 +1,14 @@
 """Adapting a trained model to one mine: few-label fine-tuning and the unlabelled path.
 
-Fine-tuning (:func:`finetune`) runs a fixed number of epochs on the site's labelled windows -- with a few
-dozen windows per class there is no validation set worth early stopping on -- with the choices of the
-``[finetune]`` table: which layers are frozen, learning rate, epochs, batch size, the training's
-augmentation (background drawn from the site's own noise windows), class weighting, a replay of
-synthetic windows against forgetting, BatchNorm statistics re-estimated on the site first (AdaBN) and
-how the pruning survives (the base model's zero masks kept at every step, tfmot pruning re-applied
-after, or neither).
+Fine-tuning (:func:`finetune`) runs a fixed number of epochs on the site's labelled windows by default --
+with a few dozen windows per class, holding some out to stop early cost more than it gained
+(bench/bench_adaptation.py) -- with the choices of the ``[finetune]`` table: which layers are frozen,
+learning rate, epochs, batch size, the training's augmentation (background drawn from the site's own
+noise windows, optionally several copies per epoch and mixup), class weighting, a replay of synthetic
+windows against forgetting, BatchNorm statistics re-estimated on the site first (AdaBN), how the pruning
+survives (the base model's zero masks kept at every step, tfmot pruning re-applied after, or neither),
+and, off by default because they did not help there, LP-FT (the head alone first), L2-SP (a pull toward
+the starting weights) and early stopping on the held-out site split.
 
 The unlabelled path (:func:`adapt_unlabelled`, ``stopewatch train --init MODEL --adapt-unlabelled DIR``)
 needs no labels: the BatchNorm statistics of every block are re-estimated on the mine's windows (they
