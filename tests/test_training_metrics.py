@@ -226,6 +226,12 @@ def test_config_errors_name_key_value_and_allowed(tmp_path):
     bad.write_text('[targets]\ntest_macro_f1 = "high"\n')
     with pytest.raises(UserError, match=r"targets\.test_macro_f1"):
         load_config(bad)
+    for line, key in (("l2_sp = -1.0", "l2_sp"), ("site_noise = 1.5", "site_noise"), ("augment_copies = 0",
+                      "augment_copies"), ("lp_epochs = -2", "lp_epochs"), ("lp_learning_rate = 0.0",
+                      "lp_learning_rate"), ("mixup = -0.2", "mixup"), ("patience = -1", "patience")):
+        bad.write_text(f"[finetune]\n{line}\n")
+        with pytest.raises(UserError, match=rf"finetune\.{key}"):
+            load_config(bad)
 
 
 def test_decision_bias_trades_false_alarms_for_missed_fractures():

@@ -249,6 +249,63 @@ def test_fine_tune_from_a_model_on_site_data(trained, tmp_path):
 
 
 
+def test_fine_tune_lp_ft_l2_sp_and_early_stopping(trained):
+    """LP-FT trains the head alone first; an L2-SP pull of lr * l2_sp >= 1 puts every kernel back on the
+    weights the full fine-tune started from after each step; patience stops on the held-out split and
+    restores the best epoch."""
+    from edge.gateway.preprocess import PreprocessParams
+    from training import adapt as A
+    from training import data as D
+    from training.config import load_config
+    from training.crosscheck import generate_windows
+
+    card = A.card_of(trained)
+    params = PreprocessParams.from_dict(card["preprocessing"])
+    site = D.prepare(generate_windows(72, 5, fs=params.fs, samples=params.samples, pre_s=0.256,
+                                      sites=["grouted_borehole_14hz"]), params, 3, "zero_fill")
+    fit, val = D.Prepared(site.x[:54], site.y[:54], None), (site.x[54:], site.y[54:])
+    cfg = load_config(None, {"preprocess": card["preprocessing"], "finetune": {
+        "epochs": 6, "batch_size": 16, "lp_epochs": 2, "l2_sp": 1000.0, "patience": 1, "augment_copies": 2}})
+    base = A.load_base(trained)
+    model = A.load_base(trained)
+    hist = A.finetune(model, fit, cfg, np.random.default_rng(0), x_val=D.to_model_input(val[0], params.clip),
+                      y_val=val[1])
+    assert [h["phase"] for h in hist[:2]] == ["finetune-head"] * 2
+    full = [h for h in hist if h["phase"] == "finetune" and "loss" in h]
+    assert 1 <= len(full) <= 6 and hist[-1]["restored_epoch"] >= 3  # the best epoch is a full fine-tune one
+    for a, b in zip(base.layers, model.layers, strict=True):
+        if type(a).__name__ == "Conv1D":  # frozen in LP, pulled all the way back in FT
+            assert np.array_equal(a.kernel.numpy(), b.kernel.numpy()), a.name
+        if type(a).__name__ == "Dense":  # the head moved in LP and stays there
+            assert not np.allclose(a.kernel.numpy(), b.kernel.numpy()), a.name
+
+
+def test_write_adapted_decision_bias_kept_dropped_or_refitted(trained, tmp_path):
+    from edge.gateway.preprocess import PreprocessParams
+    from training import adapt as A
+    from training import data as D
+    from training.config import load_config
+    from training.crosscheck import generate_windows
+
+    card = A.card_of(trained)
+    params = PreprocessParams.from_dict(card["preprocessing"])
+    site = D.prepare(generate_windows(48, 6, fs=params.fs, samples=params.samples, pre_s=0.256,
+                                      sites=["grouted_borehole_14hz"]), params, 3, "zero_fill")
+    x = D.to_model_input(site.x, params.clip)
+    model = A.load_base(trained)
+    costs = load_config(None, {})["decision"]
+    cards = {m: A.write_adapted(tmp_path / m, trained, model, x, {"method": "test"}, (x, site.y), m, costs)
+             for m in A.DECISION_BIAS}
+    assert cards["keep"]["decision_bias"] == card.get("decision_bias")
+    assert "decision_bias" not in cards["none"] and cards["none"]["adaptation"]["decision_bias"] == "none"
+    assert cards["refit"]["adaptation"]["decision_bias"] == "re-fitted on 48 labelled site windows"
+    assert len(cards["refit"]["decision_bias"]) == 6 and "val_cost_after" in cards["refit"]["decision"]
+    for m in A.DECISION_BIAS:
+        Classifier(tmp_path / m)  # every variant is a card the gateway reads
+    with pytest.raises(UserError, match="refit"):
+        A.write_adapted(tmp_path / "x", trained, model, x, {"method": "test"}, None, "refit", costs)
+
+
 def test_fine_tune_on_reviewed_events_exported_from_the_surface(trained, tmp_path):
     """The loop: events and waveforms in the archive, relabelled by a reviewer, exported, fine-tuned on."""
     import base64

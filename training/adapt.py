@@ -1,12 +1,14 @@
 """Adapting a trained model to one mine: few-label fine-tuning and the unlabelled path.
 
-Fine-tuning (:func:`finetune`) runs a fixed number of epochs on the site's labelled windows -- with a few
-dozen windows per class there is no validation set worth early stopping on -- with the choices of the
-``[finetune]`` table: which layers are frozen, learning rate, epochs, batch size, the training's
-augmentation (background drawn from the site's own noise windows), class weighting, a replay of
-synthetic windows against forgetting, BatchNorm statistics re-estimated on the site first (AdaBN) and
-how the pruning survives (the base model's zero masks kept at every step, tfmot pruning re-applied
-after, or neither).
+Fine-tuning (:func:`finetune`) runs a fixed number of epochs on the site's labelled windows by default --
+with a few dozen windows per class, holding some out to stop early cost more than it gained
+(bench/bench_adaptation.py) -- with the choices of the ``[finetune]`` table: which layers are frozen,
+learning rate, epochs, batch size, the training's augmentation (background drawn from the site's own
+noise windows, optionally several copies per epoch and mixup), class weighting, a replay of synthetic
+windows against forgetting, BatchNorm statistics re-estimated on the site first (AdaBN), how the pruning
+survives (the base model's zero masks kept at every step, tfmot pruning re-applied after, or neither),
+and, off by default because they did not help there, LP-FT (the head alone first), L2-SP (a pull toward
+the starting weights) and early stopping on the held-out site split.
 
 The unlabelled path (:func:`adapt_unlabelled`, ``stopewatch train --init MODEL --adapt-unlabelled DIR``)
 needs no labels: the BatchNorm statistics of every block are re-estimated on the mine's windows (they
@@ -136,20 +138,35 @@ def replay_windows(count: int, seed: int, params: PreprocessParams, channels: in
     return D.prepare(ws, params, channels, policy)
 
 
+def _l2sp_callback(model, lr_of):
+    """L2-SP, decoupled: after every step each kernel moves toward the base model's by ``lr * l2_sp`` of the
+    difference (weight decay toward the pretrained weights instead of toward zero)."""
+    _, keras, _ = tensorflow_keras()
+    layers = [(layer, layer.kernel.numpy()) for layer in model.layers if type(layer).__name__ in ("Conv1D", "Dense")]
+
+    class PullToBase(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            keep = 1.0 - min(1.0, lr_of())
+            for layer, w0 in layers:
+                layer.kernel.assign(w0 + (layer.kernel - w0) * keep)
+
+    return PullToBase()
+
+
 def finetune(model, site: D.Prepared, cfg: dict, rng: np.random.Generator, *, replay: D.Prepared | None = None,
              x_val: np.ndarray | None = None, y_val: np.ndarray | None = None, phase: str = "finetune") -> list[dict]:
-    """Fine-tune ``model`` in place on the site's filtered windows with ``cfg['finetune']``; a fixed number
-    of epochs and a cosine learning rate; validation macro-F1 per epoch is recorded when given, not used
-    to stop. Returns the epoch history."""
-    from training.train import compile_model, log
+    """Fine-tune ``model`` in place on the site's filtered windows with ``cfg['finetune']``: optionally
+    ``lp_epochs`` of the classifier head alone (LP-FT), then ``epochs`` of the layers ``freeze`` leaves
+    trainable with a cosine learning rate, optionally pulled toward the base weights (``l2_sp``). Validation
+    macro-F1 per epoch is recorded when given, and with ``patience`` > 0 stops the fine-tune and restores the
+    best epoch. Returns the epoch history."""
+    from training.train import log
 
     ft = cfg["finetune"]
     clip = cfg["preprocess"]["clip"]
     masks = kernel_masks(model) if ft["prune"] == "masks" else None
     if ft["adabn"]:
         reestimate_batchnorm(model, D.to_model_input(site.x, clip))
-    set_frozen(model, ft["freeze"])
-    compile_model(model, ft["learning_rate"])
     x, y = site.x, site.y
     w_site = D.class_weights(y, len(CLASSES)) if ft["class_weight"] == "balanced" else np.ones(len(CLASSES),
                                                                                                 np.float32)
@@ -160,30 +177,72 @@ def finetune(model, site: D.Prepared, cfg: dict, rng: np.random.Generator, *, re
         # replayed windows weigh as much in total as the site's own: the site stays the target
         sw = np.concatenate([sw, np.full(len(replay.y), len(site.y) / len(replay.y), np.float32)])
     background = site.x[site.y == CLASSES.index("noise")]  # the site's own background, not the synthetic one
-    aug = cfg["augment"]
-    callbacks = [_mask_callback(model, masks)] if masks is not None else []
-    history = []
-    epochs = ft["epochs"]
-    for epoch in range(epochs):
-        model.optimizer.learning_rate.assign(ft["learning_rate"] * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
-        xa = D.augment(x, rng, aug, background if len(background) else None) if ft["augment"] else x
-        xa = D.to_model_input(xa, clip)
-        order = rng.permutation(len(xa))
-        t0 = time.perf_counter()
-        h = model.fit(xa[order], y[order], sample_weight=sw[order], batch_size=ft["batch_size"], epochs=1,
-                      shuffle=False, verbose=0, callbacks=callbacks)
-        rec = {"phase": phase, "epoch": epoch + 1, "loss": float(h.history["loss"][-1]),
-               "seconds": time.perf_counter() - t0}
-        if x_val is not None and len(x_val):
-            pred = np.asarray(model.predict(x_val, batch_size=256, verbose=0)).argmax(1)
-            rec["val_macro_f1"] = M.classification_metrics(y_val, pred)["macro_f1"]
-        history.append(rec)
+    aug = {**cfg["augment"], "background": ft["site_noise"]}
+    copies = ft["augment_copies"] if ft["augment"] else 1
+    xs, ys, sws = np.concatenate([x] * copies), np.concatenate([y] * copies), np.concatenate([sw] * copies)
+    history: list[dict] = []
+    best: tuple[float, int, list] | None = None
+
+    def run(epochs: int, freeze: str, lr_at, tag: str, patience: int = 0) -> None:
+        nonlocal best
+        set_frozen(model, freeze)
+        from training.train import compile_model
+        compile_model(model, lr_at(0))
+        if ft["mixup"] > 0:  # soft targets: the same optimizer, a cross-entropy that takes distributions
+            _, keras, _ = tensorflow_keras()
+            model.compile(optimizer=keras.optimizers.Adam(lr_at(0)),
+                          loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+        callbacks = [_l2sp_callback(model, lambda: float(model.optimizer.learning_rate) * ft["l2_sp"])] \
+            if ft["l2_sp"] > 0 and tag == phase else []
+        if masks is not None:
+            callbacks.append(_mask_callback(model, masks))  # after the pull: the zeros stay zeros
+        since = 0
+        for epoch in range(epochs):
+            model.optimizer.learning_rate.assign(lr_at(epoch))
+            xa = D.augment(xs, rng, aug, background if len(background) else None) if ft["augment"] else xs
+            xa = D.to_model_input(xa, clip)
+            order = rng.permutation(len(xa))
+            xb, yb, wb = xa[order], ys[order], sws[order]
+            if ft["mixup"] > 0:  # mixup: convex pairs of site windows and of their one-hot labels
+                lam = rng.beta(ft["mixup"], ft["mixup"], len(xb)).astype(np.float32)
+                lam = np.maximum(lam, 1 - lam)  # the first window dominates: its weight stays its own
+                pair = rng.permutation(len(xb))
+                xb = lam[:, None, None] * xb + (1 - lam[:, None, None]) * xb[pair]
+                onehot = np.eye(len(CLASSES), dtype=np.float32)
+                yb = lam[:, None] * onehot[yb] + (1 - lam[:, None]) * onehot[yb[pair]]
+            t0 = time.perf_counter()
+            h = model.fit(xb, yb, sample_weight=wb, batch_size=ft["batch_size"], epochs=1,
+                          shuffle=False, verbose=0, callbacks=callbacks)
+            rec = {"phase": tag, "epoch": epoch + 1, "loss": float(h.history["loss"][-1]),
+                   "seconds": time.perf_counter() - t0}
+            if x_val is not None and len(x_val):
+                pred = np.asarray(model.predict(x_val, batch_size=256, verbose=0)).argmax(1)
+                rec["val_macro_f1"] = M.classification_metrics(y_val, pred)["macro_f1"]
+            history.append(rec)
+            if patience > 0 and "val_macro_f1" in rec:
+                if best is None or rec["val_macro_f1"] > best[0]:
+                    best, since = (rec["val_macro_f1"], len(history), model.get_weights()), 0
+                else:
+                    since += 1
+                    if since >= patience:
+                        break
+
+    if ft["lp_epochs"] > 0:  # LP-FT: a head fitted to the kept features first, so the full fine-tune starts near
+        run(ft["lp_epochs"], "trunk", lambda e: ft["lp_learning_rate"], phase + "-head")
+    n = ft["epochs"]
+    run(n, ft["freeze"], lambda e: ft["learning_rate"] * 0.5 * (1 + math.cos(math.pi * e / n)), phase,
+        ft["patience"] if x_val is not None and len(x_val) else 0)
+    if best is not None:
+        model.set_weights(best[2])
+        history.append({"phase": phase, "restored_epoch": best[1], "val_macro_f1": best[0]})
     if history:
-        last = history[-1]
-        log(f"{phase}: {epochs} epochs on {len(site.y)} site windows"
+        done = [h for h in history if "loss" in h]
+        last = done[-1]
+        log(f"{phase}: {len(done)} epochs on {len(site.y)} site windows"
             + (f" + {len(replay.y)} replayed" if replay is not None else "")
-            + f", loss {last['loss']:.4f}" + (f", val macro-F1 {last['val_macro_f1']:.4f}" if "val_macro_f1" in last
-                                              else ""))
+            + f", loss {last['loss']:.4f}" + (f", val macro-F1 {history[-1]['val_macro_f1']:.4f}"
+                                              if "val_macro_f1" in history[-1] else "")
+            + (f" (epoch {best[1]} restored)" if best is not None else ""))
     set_frozen(model, "none")
     return history
 
@@ -194,8 +253,11 @@ def finetune_summary(cfg: dict, site_windows: int, replayed: int) -> dict:
     return {"method": "fine-tuned on labelled site windows", "site_windows": site_windows,
             "replayed_synthetic_windows": replayed,
             **{k: ft[k] for k in ("freeze", "epochs", "learning_rate", "batch_size", "augment", "class_weight",
-                                  "adabn", "prune", "prune_epochs", "replay")},
-            "calibration": "temperature and thresholds re-fitted on held-out labelled site windows"}
+                                  "adabn", "prune", "prune_epochs", "replay", "lp_epochs", "lp_learning_rate",
+                                  "l2_sp", "augment_copies", "site_noise", "patience", "mixup")},
+            "calibration": "temperature and thresholds re-fitted on held-out labelled site windows",
+            "decision_bias": "re-fitted on held-out labelled site windows with the [decision] costs"
+            if cfg["decision"]["fit"] else "none"}
 
 
 # --------------------------------------------------------------------------- the unlabelled path
@@ -210,12 +272,18 @@ def read_site_windows(path: str | Path) -> WindowSet:
     return D.concat(parts)
 
 
+DECISION_BIAS = ("keep", "refit", "none")  # the base card's / re-fitted on the labelled site windows / dropped
+
+
 def write_adapted(out: Path, base_dir: Path, model, representative: np.ndarray, adaptation: dict,
-                  labelled: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+                  labelled: tuple[np.ndarray, np.ndarray] | None = None, decision_bias: str = "keep",
+                  costs: dict | None = None) -> dict:
     """Convert ``model`` to float and int8 TFLite (int8 calibrated on ``representative``, model input) and
     write it into ``out`` with the base card updated: hashes, quantization, ``adaptation`` and
-    ``fine_tuned_from``. Temperature and the unknown threshold are re-fitted on ``labelled`` (model input,
-    labels) when given, else kept from the source domain and the card says so. Returns the card."""
+    ``fine_tuned_from``. The decision bias is the base card's (``keep``), dropped (``none``) or re-fitted on
+    ``labelled`` with the ``[decision]`` ``costs`` (``refit``); temperature and the unknown threshold are
+    re-fitted on ``labelled`` (model input, labels) when given, else kept from the source domain and the card
+    says so. Returns the card."""
     from training.train import FLOAT_TFLITE, WEIGHTS, convert, kernel_sparsity, tflite_info, write_card
 
     base = card_of(base_dir)
@@ -231,9 +299,26 @@ def write_adapted(out: Path, base_dir: Path, model, representative: np.ndarray, 
     info = tflite_info(int8)
     card = {k: v for k, v in base.items() if k not in ("metrics", "metrics_test_set", "open_set")}
     adaptation = dict(adaptation)
+    if decision_bias not in DECISION_BIAS:
+        raise UserError(f"decision_bias = {decision_bias!r}; allowed: {', '.join(DECISION_BIAS)}")
+    if decision_bias == "refit" and (labelled is None or not len(labelled[1]) or costs is None):
+        raise UserError("decision_bias = 'refit' needs labelled site windows and the [decision] costs")
+    if decision_bias == "none":
+        card.pop("decision_bias", None)
+        card.pop("decision", None)
+    elif decision_bias == "refit":
+        fitted = M.fit_decision_bias(tflite_logits(int8, labelled[0]), labelled[1],
+                                     {k: costs[k] for k in ("microseismic_missed", "microseismic_called_blast",
+                                                            "false_microseismic", "other")},
+                                     tuple(costs.get("shift", ("microseismic", "blast"))))
+        card["decision_bias"] = list(fitted.bias)
+        card["decision"] = fitted.card()
+    adaptation["decision_bias"] = {"keep": "the base model's", "none": "none",
+                                   "refit": f"re-fitted on {0 if labelled is None else len(labelled[1])} labelled "
+                                            "site windows"}[decision_bias]
     if labelled is not None and len(labelled[1]):
-        # the base card's decision bias (the mine's error costs) stays and is part of the logits the gateway reads
-        logits = tflite_logits(int8, labelled[0]) + np.asarray(base.get("decision_bias") or 0.0)
+        # the decision bias (the mine's error costs) is part of the logits the gateway reads
+        logits = tflite_logits(int8, labelled[0]) + np.asarray(card.get("decision_bias") or 0.0)
         t = M.fit_temperature(logits, labelled[1])
         reject = base.get("config", {}).get("calibration", {}).get("reject_fraction", 0.01)
         card["temperature"] = t
