@@ -416,8 +416,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from edge.devtools.demo import run_demo
 
+    surface = None
+    if args.surface:  # the surface is its own package: edge's demo gets it as a hook, never imports it
+        from surface.demo import demo_surface
+
+        surface = demo_surface(args.web_port)
     return run_demo(seconds=args.seconds, model=args.model, site=args.site, seed=args.seed,
-                    events_per_min=args.events_per_min, surface=args.surface, web_port=args.web_port)
+                    events_per_min=args.events_per_min, surface=surface)
 
 
 def _add_gateway(sub: argparse._SubParsersAction) -> None:

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -152,16 +153,22 @@ def _print_classes(truth: list[dict], events: list[dict]) -> None:
               + ("  (the background: shown by triggers on noise)" if label == "noise" else ""))
 
 
+# Starts something more on the demo's broker (the CLI passes the surface's collector and review page, which
+# edge does not import): called with the demo's ExitStack, its temporary directory and the broker's port.
+BrokerHook = Callable[[contextlib.ExitStack, Path, int], None]
+
+
 def run_demo(seconds: float | None = None, model: str | None = None, site: str = "za-deep-gold", seed: int = 1,
-             events_per_min: float = 12.0, surface: bool = False, web_port: int = 8080) -> int:
+             events_per_min: float = 12.0, surface: BrokerHook | None = None) -> int:
     """Run the demo for ``seconds`` (Ctrl-C ends it early) and print the score; returns the exit code.
 
-    ``seconds`` None is 60 s, or with ``surface`` until Ctrl-C. Every exit path (bad arguments, Ctrl-C at
+    ``surface`` starts the collector and the review page on the demo's broker, and the node then publishes
+    its waveforms. ``seconds`` None is 60 s, or with ``surface`` until Ctrl-C. Every exit path (bad arguments, Ctrl-C at
     any moment, an error) stops what was started (broker, board, daemon, collector and page) and removes
     the temporary directory; when the daemon failed, the end of its log is printed first."""
     if seconds is None:
         seconds = math.inf if surface else 60.0
-    if not (seconds > 0 and (math.isfinite(seconds) or surface)):
+    if not (seconds > 0 and (math.isfinite(seconds) or surface is not None)):
         raise UserError(f"--seconds = {seconds!r}; expected a positive number of seconds")
     if not (math.isfinite(events_per_min) and events_per_min > 0):
         raise UserError(f"--events-per-min = {events_per_min!r}; expected a positive rate")
@@ -174,7 +181,7 @@ def run_demo(seconds: float | None = None, model: str | None = None, site: str =
     try:
         with contextlib.ExitStack() as stack:
             code, truth, events, board_stopped = _run(stack, work, seconds, model_dir, site, seed, events_per_min,
-                                                      web_port if surface else None)
+                                                      surface)
         if code != 0:  # the daemon failed: its last words, before its directory goes
             log = (work / "daemon.log").read_text(errors="replace").splitlines()[-LOG_TAIL:]
             print("daemon log (last lines):\n" + "\n".join(f"  {line}" for line in log))
@@ -190,39 +197,10 @@ def run_demo(seconds: float | None = None, model: str | None = None, site: str =
     return code
 
 
-def _start_surface(stack: contextlib.ExitStack, work: Path, broker_port: int, web_port: int) -> None:
-    """The collector on the demo's broker, archiving into SQLite in ``work``, serving the review page with a
-    new demo login (an admin, so that every page shows); stopped by ``stack`` before the broker."""
-    import secrets
-
-    from surface.accounts import add_user
-    from surface.collector import Collector
-    from surface.config import parse_surface_config
-    from surface.web.server import start_web
-
-    cfg = parse_surface_config({
-        "database": {"url": f"sqlite:///{work / 'surface.db'}"},
-        "broker": {"port": broker_port, "client_id": "stopewatch-demo-collector", "session_expiry_s": 0},
-        "alerts": {"health_interval_s": 10.0, "publish": False},
-        "web": {"enabled": True, "secret_key_file": str(work / "web.key")}}, "demo")
-    collector = Collector(cfg)
-    stack.callback(collector.stop)
-    password = secrets.token_urlsafe(9)
-    add_user(collector.store, "demo", "admin", password, actor="demo")
-    try:
-        web = start_web(collector.store, cfg.web, port=web_port)
-    except UserError:  # the port is taken (another page, another demo): any free one will do
-        web = start_web(collector.store, cfg.web, port=0)
-    stack.callback(web.stop)
-    collector.start()
-    print(f"collector: archiving into {work / 'surface.db'} (removed at the end)")
-    print(f"review page: {web.url}  login: demo / {password}  (Ctrl-C ends the demo)")
-
-
 def _run(stack: contextlib.ExitStack, work: Path, seconds: float, model_dir: Path, site: str, seed: int,
-         events_per_min: float, web_port: int | None = None) -> tuple[int, list[dict], list[dict], float]:
+         events_per_min: float, surface: BrokerHook | None = None) -> tuple[int, list[dict], list[dict], float]:
     """Start broker, board, daemon and viewer (each registered on ``stack`` to be stopped), run, stop.
-    With ``web_port`` also the collector and the review page. Returns (exit code, injected truth,
+    With ``surface`` also what it starts on the broker. Returns (exit code, injected truth,
     received events, when the board stopped)."""
     from edge.devtools.broker import start_local_broker
     from firmware_bridge.simulator import BoardSimulator, PtyPort
@@ -233,8 +211,8 @@ def _run(stack: contextlib.ExitStack, work: Path, seconds: float, model_dir: Pat
         raise UserError(f"demo: {exc}") from None
     stack.callback(broker.stop)
     print(f"broker: {broker.kind} on 127.0.0.1:{broker.port}")
-    if web_port is not None:
-        _start_surface(stack, work, broker.port, web_port)
+    if surface is not None:
+        surface(stack, work, broker.port)
     stop = threading.Event()
     pty = PtyPort()
     stack.callback(pty.close)
@@ -249,7 +227,7 @@ def _run(stack: contextlib.ExitStack, work: Path, seconds: float, model_dir: Pat
     stack.callback(stop.set)
     print(f"board: simulated {site}, 3 channels x {FS:g} Hz int24 on {pty.path}")
     config = work / "stopewatch.toml"
-    _config(config, pty.path, broker.port, model_dir.resolve(), work / "state", waveforms=web_port is not None)
+    _config(config, pty.path, broker.port, model_dir.resolve(), work / "state", waveforms=surface is not None)
     log = stack.enter_context(open(work / "daemon.log", "w"))  # noqa: SIM115 (closed by the stack)
     daemon = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(config)],
                               stderr=log, stdout=log)

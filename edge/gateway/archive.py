@@ -173,7 +173,7 @@ class RingArchive:
         self._batch_samples = BATCH_S * self._fs
         self._tolerance_ns = 0.0
         self._midnight_ns = 0
-        self._clock: TimingSource | None = None  # the clock of the current run (its quality goes in records)
+        self._clock = None  # the clock of the current run (its quality goes in the records)
         self._pending: list[np.ndarray] = []
         self._pending_start = 0
         self._pending_n = 0
@@ -213,21 +213,21 @@ class RingArchive:
             self._midnight_ns = (start_ns // DAY_NS + 1) * DAY_NS
         self._queue(data, start_ns)
         if self._pending_n >= self._batch_samples:
-            self._clock = clock
-            self._tolerance_ns = self._tolerance(clock)
+            self._follow(clock)
             self._feed()
             self._pack(flush=False)
 
-    def _tolerance(self, clock: TimingSource) -> float:
-        """How far the run may part from the clock before it is re-anchored: half the clock's stated error
-        (the run then stays within the clock's own error plus half of it), at least half a sample."""
-        return max(0.5 * self._ns_per_sample, (clock.error_ns or 0) / 2)
+    def _follow(self, clock: TimingSource) -> None:
+        """Take the clock's current state: its quality goes in the records, and the run may part from it by
+        half its stated error before it is re-anchored (the run then stays within the clock's own error plus
+        half of it), at least half a sample."""
+        self._clock = clock
+        self._tolerance_ns = max(0.5 * self._ns_per_sample, (clock.error_ns or 0) / 2)
 
     def _anchor(self, index: int, t_ns: int, clock: TimingSource) -> None:
         """Start a run at sample ``index`` = time ``t_ns``; later samples follow the nominal rate."""
         self._anchor_index, self._anchor_ns = index, t_ns
-        self._clock = clock
-        self._tolerance_ns = self._tolerance(clock)
+        self._follow(clock)
         self._midnight_ns = (t_ns // DAY_NS + 1) * DAY_NS
 
     def flush(self) -> None:

@@ -210,22 +210,21 @@ class Daemon:
         the pipeline gets the joined blocks."""
         from firmware_bridge.decoder import StatusReport, join_contiguous
 
-        blocks: list[SampleBlock] = []
         arrivals: list[tuple[SampleBlock, int]] = []
         for host_ns, data in chunks:
             for item in self.decoder.feed(data):
                 if isinstance(item, StatusReport):
                     self._on_status(item)
                 else:
-                    blocks.append(item)
                     arrivals.append((item, host_ns))
         at = 0
-        for block in join_contiguous(blocks):
-            end = at
-            while end < len(arrivals) and arrivals[end][0].end_sample <= block.end_sample \
-                    and arrivals[end][0].first_sample >= block.first_sample:
+        for block in join_contiguous([frame for frame, _ in arrivals]):
+            # A joined block is the next run of frames, in order: take frames until their samples add up.
+            end, n = at, 0
+            while n < block.data.shape[1]:
+                n += arrivals[end][0].data.shape[1]
                 end += 1
-            self._on_block(block, arrivals[at:end] or [(block, time.time_ns())])
+            self._on_block(block, arrivals[at:end])
             at = end
 
     def _on_status(self, report: StatusReport) -> None:
