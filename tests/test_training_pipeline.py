@@ -36,6 +36,7 @@ mix = {synthetic = 0.6, gateway_cut = 0.2, crosscheck = 0.2}
 [train]
 epochs = 2
 batch_size = 32
+outlier_share = 0.2  # outlier exposure runs through the whole pipeline
 [prune]
 epochs = 2
 final_sparsity = 0.6

@@ -75,6 +75,10 @@ DEFAULTS: dict[str, Any] = {
         "patience": 8,
         "class_weight": "balanced",  # "balanced" or "none"
         "label_smoothing": 0.0,
+        # outlier exposure (training/outliers.py): windows no class makes, this share of the training set
+        # per epoch, trained toward the uniform answer with this weight; 0 = off
+        "outlier_share": 0.0,
+        "outlier_weight": 0.5,
     },
     "augment": {
         "time_shift": 0.15,  # max shift as a fraction of the window
@@ -267,6 +271,10 @@ def _check(cfg: dict, where: str) -> None:
     for k in ("epochs", "batch_size", "patience"):
         if cfg["train"][k] < 1:
             raise bad(f"train.{k}", cfg["train"][k], "an integer >= 1")
+    if not 0 <= cfg["train"]["outlier_share"] <= 1:
+        raise bad("train.outlier_share", cfg["train"]["outlier_share"], "a share of the training set in 0..1")
+    if not 0 <= cfg["train"]["outlier_weight"] < 1e3:
+        raise bad("train.outlier_weight", cfg["train"]["outlier_weight"], "a loss weight >= 0")
     f = cfg["finetune"]
     for k in ("epochs", "batch_size", "augment_copies"):
         if f[k] < 1:

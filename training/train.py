@@ -32,6 +32,7 @@ from edge.gateway.preprocess import PreprocessParams
 from edge.vocabulary import CLASSES
 from training import data as D
 from training import metrics as M
+from training.outliers import OUTLIER, make_outliers, outlier_exposure_loss
 from training.tf_env import set_seeds, tensorflow
 
 FLOAT_TFLITE = "model_float.tflite"
@@ -132,15 +133,23 @@ def run_epochs(model, train: D.Prepared, x_val: np.ndarray, y_val: np.ndarray, c
     weights = D.class_weights(train.y, len(CLASSES)) if cfg["train"]["class_weight"] == "balanced" \
         else np.ones(len(CLASSES), np.float32)
     background = train.x[train.y == CLASSES.index("noise")]
+    share, weight_out = cfg["train"]["outlier_share"], cfg["train"]["outlier_weight"]
+    if share > 0:  # outlier windows weigh `outlier_weight` times a known window of average weight
+        weights = np.append(weights, weight_out * float(np.mean(weights[train.y])))
     best, best_weights, since, history = -1.0, None, 0, []
     bar = D.progress_bar(epochs, phase, "epoch")  # a person at a terminal sees a bar; logs get one line per epoch
     say = log if bar is None else bar.write
     for epoch in range(epochs):
         model.optimizer.learning_rate.assign(lr * 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs))))
-        xa = D.to_model_input(D.augment(train.x, rng, cfg["augment"], background), clip)
+        xa = D.augment(train.x, rng, cfg["augment"], background)
+        ya = train.y
+        if share > 0:  # fresh outliers each epoch, from this epoch's augmented windows
+            out = make_outliers(xa, ya, int(round(share * len(ya))), rng)
+            xa, ya = np.concatenate([xa, out]), np.concatenate([ya, np.full(len(out), OUTLIER, ya.dtype)])
+        xa = D.to_model_input(xa, clip)
         order = rng.permutation(len(xa))
         t0 = time.perf_counter()
-        h = model.fit(xa[order], train.y[order], sample_weight=weights[train.y[order]],
+        h = model.fit(xa[order], ya[order], sample_weight=weights[ya[order]],
                       batch_size=cfg["train"]["batch_size"], epochs=epoch + 1, initial_epoch=epoch,
                       shuffle=False, verbose=0 if bar is not None else 2, callbacks=list(callbacks))
         del xa
@@ -211,11 +220,13 @@ def kernel_sparsity(model) -> dict:
     return {"overall": zeros / max(1, total), "per_layer": per_layer, "weights": total}
 
 
-def compile_model(model, lr: float):
+def compile_model(model, lr: float, outlier_exposure: bool = False):
+    """Adam and cross-entropy from logits; with ``outlier_exposure`` the label ``OUTLIER`` trains toward
+    the uniform answer (training.outliers)."""
     _, keras, _ = tensorflow()
-    model.compile(optimizer=keras.optimizers.Adam(lr),
-                  loss=keras.losses.SparseCategoricalCrossentropy(
-                      from_logits=True))
+    loss = outlier_exposure_loss(len(CLASSES)) if outlier_exposure \
+        else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
     return model
 
 
@@ -338,7 +349,7 @@ def fit(cfg: dict, data: Data, rng: np.random.Generator, init: Path | None = Non
         hist = finetune(model, data.train, cfg, rng, replay=replay, x_val=data.x_val, y_val=data.val.y)
     else:
         lr = cfg["train"]["learning_rate"]
-        compile_model(model, lr)
+        compile_model(model, lr, outlier_exposure=cfg["train"]["outlier_share"] > 0)
         hist = run_epochs(model, data.train, data.x_val, data.val.y, cfg, epochs=cfg["train"]["epochs"], lr=lr,
                           patience=cfg["train"]["patience"], rng=rng, phase="dense")
     return Fitted(model, tuple(hist))
