@@ -77,3 +77,7 @@ def test_the_loss_is_cross_entropy_for_known_labels_and_toward_uniform_for_outli
     flat = loss(tf.constant([O.OUTLIER]), tf.zeros((1, k))).numpy()[0]
     sure = loss(tf.constant([O.OUTLIER]), tf.constant([[8.0] + [0.0] * (k - 1)])).numpy()[0]
     assert flat == pytest.approx(np.log(k), abs=1e-6) and sure > flat + 1
+    # label smoothing: the known label's cross-entropy mixed with the uniform one
+    smooth = O.outlier_exposure_loss(k, 0.1)(tf.constant(y), tf.constant(z)).numpy()
+    assert np.allclose(smooth[[0, 1, 3]], 0.9 * ce - 0.1 * logp[[0, 1, 3]].mean(axis=1), atol=1e-5)
+    assert np.allclose(smooth[[2, 4]], got[[2, 4]], atol=1e-6)

@@ -232,6 +232,11 @@ def test_config_errors_name_key_value_and_allowed(tmp_path):
         bad.write_text(f"[finetune]\n{line}\n")
         with pytest.raises(UserError, match=rf"finetune\.{key}"):
             load_config(bad)
+    for line, key in (("outlier_share = 1.5", "outlier_share"), ("outlier_weight = -1.0", "outlier_weight"),
+                      ("outlier_share = nan", "outlier_share"), ("label_smoothing = 1.0", "label_smoothing")):
+        bad.write_text(f"[train]\n{line}\n")
+        with pytest.raises(UserError, match=rf"train\.{key}"):
+            load_config(bad)
 
 
 def test_decision_bias_trades_false_alarms_for_missed_fractures():

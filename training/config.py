@@ -74,7 +74,7 @@ DEFAULTS: dict[str, Any] = {
         "learning_rate": 0.003,
         "patience": 8,
         "class_weight": "balanced",  # "balanced" or "none"
-        "label_smoothing": 0.0,
+        "label_smoothing": 0.0,  # a known label's target: (1 - e) one-hot + e uniform
         # outlier exposure (training/outliers.py): windows no class makes, this share of the training set
         # per epoch, trained toward the uniform answer with this weight; 0 = off
         "outlier_share": 0.0,
@@ -271,6 +271,8 @@ def _check(cfg: dict, where: str) -> None:
     for k in ("epochs", "batch_size", "patience"):
         if cfg["train"][k] < 1:
             raise bad(f"train.{k}", cfg["train"][k], "an integer >= 1")
+    if not 0 <= cfg["train"]["label_smoothing"] < 1:
+        raise bad("train.label_smoothing", cfg["train"]["label_smoothing"], "0 <= smoothing < 1")
     if not 0 <= cfg["train"]["outlier_share"] <= 1:
         raise bad("train.outlier_share", cfg["train"]["outlier_share"], "a share of the training set in 0..1")
     if not 0 <= cfg["train"]["outlier_weight"] < 1e3:

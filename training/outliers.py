@@ -100,9 +100,11 @@ def make_outliers(x: np.ndarray, y: np.ndarray, count: int, rng: np.random.Gener
     return np.concatenate(parts)
 
 
-def outlier_exposure_loss(n_classes: int):
+def outlier_exposure_loss(n_classes: int, label_smoothing: float = 0.0):
     """Cross-entropy from logits on sparse labels, where label ``n_classes`` means an outlier and its
-    target is the uniform distribution (cross-entropy logsumexp(z) - mean(z), minimal at log k)."""
+    target is the uniform distribution (cross-entropy logsumexp(z) - mean(z), minimal at log k). With
+    ``label_smoothing`` e, a known label's target is (1 - e) one-hot + e uniform, whose cross-entropy is
+    the same mixture of the two."""
     from training.tf_env import tensorflow
 
     tf, keras, _ = tensorflow()
@@ -112,6 +114,6 @@ def outlier_exposure_loss(n_classes: int):
         known = tf.less(y, n_classes)
         ce = keras.losses.sparse_categorical_crossentropy(tf.minimum(y, n_classes - 1), logits, from_logits=True)
         uniform = tf.reduce_logsumexp(logits, axis=-1) - tf.reduce_mean(logits, axis=-1)
-        return tf.where(known, ce, uniform)
+        return tf.where(known, (1.0 - label_smoothing) * ce + label_smoothing * uniform, uniform)
 
     return loss

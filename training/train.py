@@ -220,11 +220,11 @@ def kernel_sparsity(model) -> dict:
     return {"overall": zeros / max(1, total), "per_layer": per_layer, "weights": total}
 
 
-def compile_model(model, lr: float, outlier_exposure: bool = False):
+def compile_model(model, lr: float, outlier_exposure: bool = False, label_smoothing: float = 0.0):
     """Adam and cross-entropy from logits; with ``outlier_exposure`` the label ``OUTLIER`` trains toward
-    the uniform answer (training.outliers)."""
+    the uniform answer, and ``label_smoothing`` mixes it into every known label (training.outliers)."""
     _, keras, _ = tensorflow()
-    loss = outlier_exposure_loss(len(CLASSES)) if outlier_exposure \
+    loss = outlier_exposure_loss(len(CLASSES), label_smoothing) if outlier_exposure or label_smoothing > 0 \
         else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
     return model
@@ -349,7 +349,8 @@ def fit(cfg: dict, data: Data, rng: np.random.Generator, init: Path | None = Non
         hist = finetune(model, data.train, cfg, rng, replay=replay, x_val=data.x_val, y_val=data.val.y)
     else:
         lr = cfg["train"]["learning_rate"]
-        compile_model(model, lr, outlier_exposure=cfg["train"]["outlier_share"] > 0)
+        compile_model(model, lr, outlier_exposure=cfg["train"]["outlier_share"] > 0,
+                      label_smoothing=cfg["train"]["label_smoothing"])
         hist = run_epochs(model, data.train, data.x_val, data.val.y, cfg, epochs=cfg["train"]["epochs"], lr=lr,
                           patience=cfg["train"]["patience"], rng=rng, phase="dense")
     return Fitted(model, tuple(hist))
