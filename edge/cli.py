@@ -284,8 +284,8 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--adapt-unlabelled", metavar="DIR", type=existing,
                    help="with --init: adapt to the mine without labels "
                    "(BatchNorm statistics re-estimated on these windows, int8 re-exported with them); "
-                   "with --init and --data: the fine-tune uses these windows too (AdaBN, and self-training "
-                   "when [finetune] self_training_rounds > 0)")
+                   "with --init and --data: the fine-tune self-trains on these windows too (pseudo-labels; "
+                   "[finetune] self_training_rounds, default 1)")
     t.add_argument("--seeds", type=number(1, 100, integer=True),
                    help="repeat the fit with this many seeds for mean/spread in the report "
                    "(overrides report.seeds)")

@@ -10,6 +10,11 @@ survives (the base model's zero masks kept at every step, tfmot pruning re-appli
 and, off by default because they did not help there, LP-FT (the head alone first), L2-SP (a pull toward
 the starting weights) and early stopping on the held-out site split.
 
+With unlabelled site windows as well (``--data L --adapt-unlabelled U``), :func:`self_train` runs the
+fine-tune with AdaBN on labelled and unlabelled windows and then, for ``self_training_rounds`` rounds,
+pseudo-labels the unlabelled windows (:func:`pseudo_labels`: class-balanced, the most confident per
+predicted class) and fine-tunes afresh from the base on labels plus pseudo-labels.
+
 The unlabelled path (:func:`adapt_unlabelled`, ``stopewatch train --init MODEL --adapt-unlabelled DIR``)
 needs no labels: the BatchNorm statistics of every block are re-estimated on the mine's windows (they
 fold into the convolutions at conversion, so the int8 model pays nothing) and the int8 model is

@@ -129,8 +129,12 @@ DEFAULTS: dict[str, Any] = {
         # labelled + unlabelled windows, the fine-tune, then per round the unlabelled windows pseudo-labelled
         # by the last model (class-balanced: the top `pseudo_per_class` of each predicted class with a top
         # probability >= `pseudo_confidence`) and a fresh fine-tune from the base on labels + pseudo-labels
-        # (augmented alike, weighted `pseudo_weight`). Measured by bench/bench_adaptation.py --stages selftrain.
-        "self_training_rounds": 0,  # pseudo-labelling rounds (0 = off: the unlabelled windows only join AdaBN)
+        # (augmented alike, weighted `pseudo_weight`). Measured by bench/bench_adaptation.py --stages selftrain
+        # (32 labels per class + 600 unlabelled windows, 3 draws, int8): labels alone 0.835 +- 0.015, one round
+        # 0.854 +- 0.001 (better on every draw, +0.003 to +0.039; 96-97 % of its pseudo-labels right), two rounds
+        # 0.847 +- 0.006; AdaBN with the unlabelled windows before the fine-tune alone changed nothing (the
+        # BatchNorm layers train, so their statistics are re-learned from the batches).
+        "self_training_rounds": 1,  # pseudo-labelling rounds (0 = off: the unlabelled windows only join AdaBN)
         "pseudo_per_class": 50,  # at most this many pseudo-labels per predicted class and round
         "pseudo_confidence": 0.5,  # ... each with a top softmax probability >= this
         "pseudo_weight": 1.0,  # sample weight of a pseudo-labelled window relative to a labelled one
