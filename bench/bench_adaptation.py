@@ -18,6 +18,10 @@ Stages (``--stages``):
               of the draw held out for calibration
   curve       8/16/32/64 labels per class: fine-tuned (the defaults) vs trained from scratch on the same
               windows for the same epochs, int8 through the gateway's Classifier, plus a PNG
+  selftrain   at ``--per-class`` labels per class plus ``--unlabelled-count`` unlabelled mine windows: the
+              default labelled fine-tune vs self-training (round 0: AdaBN on labelled + unlabelled, then the
+              fine-tune; rounds 1..``--rounds``: pseudo-labels from the last round, a fresh fine-tune on
+              labels + pseudo-labels), the same epochs for all, int8 through the gateway's Classifier
 
 Sizes are reduced to fit about 40 minutes of the shared 2-core machine (a test set of 600 windows, 3
 draws); the JSON records them. ``--base`` takes any trained model directory so the measurement can be
@@ -82,7 +86,7 @@ VARIANTS: dict[str, dict] = {
     "mixup_0.2_epochs_80": {"mixup": 0.2, "epochs": 80},
     "epochs_160": {"epochs": 160},
 }
-STAGE_KEYS = ("strategy", "unlabelled", "curve", "decision")
+STAGE_KEYS = ("strategy", "unlabelled", "curve", "decision", "selftrain")
 VAL_SHARE = 0.15  # of a draw held out (per class) when a recipe stops early or the decision bias is re-fitted
 IMBALANCED = (1.5, 0.5, 1.0, 0.75, 1.0, 1.25)  # per-class share of the same total (few blasts, many noise)
 
@@ -194,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool-seed", type=int, default=7100)
     ap.add_argument("--unlabelled-seed", type=int, default=7200)
     ap.add_argument("--test-seed", type=int, default=7300)
+    ap.add_argument("--unlabelled-count", type=int, default=600, help="unlabelled mine windows (selftrain)")
+    ap.add_argument("--rounds", type=int, default=2, help="self-training rounds scored (selftrain)")
+    ap.add_argument("--pseudo-per-class", type=int, help="pseudo-labels per class and round (selftrain; "
+                    "default the [finetune] one)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "adaptation.json"))
     ap.add_argument("--merge", action="store_true", help="keep the other stages and strategy variants already "
                     "in --out (partial runs compose)")
@@ -312,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
                            "seconds": time.perf_counter() - t1}
         _save(args.out, res)
 
+    if "selftrain" in stages:
+        res["selftrain"] = selftrain_stage(args, base, pool, test_ws, cfg, replay, clip, params, ch, policy, sites,
+                                           lambda part: _save(args.out, {**res, "selftrain": part}))
+        _save(args.out, res)
+
     if "curve" in stages:
         t1 = time.perf_counter()
         curve = {"sizes_per_class": sizes, "finetuned": [], "scratch": [], "epochs": cfg["finetune"]["epochs"]}
@@ -338,6 +351,59 @@ def main(argv: list[str] | None = None) -> int:
     _save(args.out, res)
     print(f"wrote {args.out} ({res['seconds']:.0f} s)")
     return 0
+
+
+def selftrain_stage(args, base: Path, pool: D.Prepared, test_ws, cfg: dict, replay, clip: float, params, ch: int,
+                    policy: str, sites, save) -> dict:
+    """The default labelled fine-tune vs self-training with the mine's unlabelled windows, per draw; each
+    self-training round scored (int8 through the Classifier) as it finishes, with its pseudo-labels'
+    accuracy against the windows' true labels (which the self-training never reads)."""
+    from training.tf_env import set_seeds
+    t1 = time.perf_counter()
+    c = copy.deepcopy(cfg)
+    c["finetune"]["self_training_rounds"] = args.rounds
+    if args.pseudo_per_class:
+        c["finetune"]["pseudo_per_class"] = args.pseudo_per_class
+    unl_ws = crosscheck(args.unlabelled_count, args.unlabelled_seed, params, sites, args.regime)
+    truth = D.prepare(unl_ws, params, ch, policy).y
+    unl = D.prepare(WindowSet(unl_ws.waveforms, np.full(len(unl_ws), "", dtype="<U1"), unl_ws.fs), params, ch,
+                    policy)  # labels dropped
+    out: dict = {"per_class": args.per_class, "unlabelled_windows": len(unl.y), "unlabelled_seed": args.unlabelled_seed,
+                 "unlabelled_class_counts": {k: int((truth == i).sum()) for i, k in enumerate(CLASSES)},
+                 "epochs": c["finetune"]["epochs"], "finetune": c["finetune"], "draws": args.draws,
+                 "what": "int8 macro-F1 through the Classifier; baseline: the [finetune] defaults on the labels alone; "
+                         "round 0: AdaBN on labelled + unlabelled windows, then the same fine-tune; round r: a fresh "
+                         "fine-tune from the base on labels + pseudo-labels of round r-1's model; every fine-tune "
+                         f"{c['finetune']['epochs']} epochs",
+                 "baseline": [], "rounds": {str(r): [] for r in range(args.rounds + 1)}, "pseudo": []}
+    for d in range(args.draws):
+        sub = draw(pool, args.per_class, 1000 * d + 17)
+        base_f1 = int8_f1(fine_tuned(base, sub, cfg, d + 1, replay), base, sub, test_ws, clip, "fine-tuned")
+        out["baseline"].append(base_f1["macro_f1"])
+        print(f"selftrain draw {d}: baseline {base_f1['macro_f1']:.4f}", flush=True)
+        set_seeds(d + 1)
+
+        def scored(r: int, model, rec: dict, d: int = d, sub: D.Prepared = sub) -> None:
+            f1 = int8_f1(model, base, sub, test_ws, clip, f"self-trained, round {r}")["macro_f1"]
+            out["rounds"][str(r)].append(f1)
+            if r > 0:
+                right = truth[rec["indices"]] == rec["labels"]
+                out["pseudo"].append({"draw": d, "round": r, "count": int(len(rec["indices"])),
+                                      "accuracy": float(right.mean()) if len(right) else None,
+                                      "per_class": rec["pseudo_labels"], "mean_confidence": rec["mean_confidence"]})
+                print(f"selftrain draw {d} round {r}: {f1:.4f} ({len(right)} pseudo-labels, "
+                      f"{right.mean():.3f} right)", flush=True)
+            else:
+                print(f"selftrain draw {d} round 0 (AdaBN on labelled + unlabelled): {f1:.4f}", flush=True)
+            save(out)
+
+        A.self_train(lambda: A.load_base(base), sub, unl, c, np.random.default_rng(d + 1), on_round=scored)
+    out["summary"] = {"baseline": mean_std(out["baseline"]),
+                      **{f"round_{r}": mean_std(v) for r, v in out["rounds"].items()}}
+    out["seconds"] = time.perf_counter() - t1
+    for k, v in out["summary"].items():
+        print(f"selftrain {k:<9} int8 macro-F1 {v['mean']:.4f} +- {v['std']:.4f}", flush=True)
+    return out
 
 
 def _plot(curve: dict, zero_shot: float, png: Path) -> None:

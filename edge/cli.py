@@ -213,9 +213,11 @@ def _add_dataset(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from training.train import MISSED_EXIT, run, target_summary
 
-    if args.adapt_unlabelled is not None:
-        if args.init is None or args.data is not None or args.config is not None:
-            raise UserError("train --adapt-unlabelled DIR needs --init MODEL_DIR (and no --data or --config)")
+    # with --data too, the labelled fine-tune below uses the unlabelled windows as well (self-training)
+    if args.adapt_unlabelled is not None and args.data is None:
+        if args.init is None or args.config is not None:
+            raise UserError("train --adapt-unlabelled DIR needs --init MODEL_DIR (and --data SITE_DATA to "
+                            "self-train on both; --config only with --data)")
         from training.adapt import adapt_unlabelled
         card = adapt_unlabelled(args.init, args.adapt_unlabelled, args.out)
         print(f"wrote {args.out}: {card['name']} sha256 {card['sha256'][:12]} (AdaBN on "
@@ -227,7 +229,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seeds < 1:
         raise UserError(f"--seeds = {args.seeds}; expected an integer >= 1")
     overrides = {"report": {"seeds": args.seeds}} if args.seeds else None
-    card = run(args.config, args.out, overrides=overrides, init=args.init, data=args.data)
+    card = run(args.config, args.out, overrides=overrides, init=args.init, data=args.data,
+               unlabelled=args.adapt_unlabelled)
     m = card.get("metrics", {})
     shown = ", ".join(f"{k} {m[k]:.4f}" for k in ("test_macro_f1", "heldout_sites_macro_f1", "crosscheck_macro_f1",
                                                  "gateway_cut_macro_f1")
@@ -280,7 +283,9 @@ def _add_model_commands(sub: argparse._SubParsersAction) -> None:
                    "fine-tunes by the [finetune] recipe")
     t.add_argument("--adapt-unlabelled", metavar="DIR", type=existing,
                    help="with --init: adapt to the mine without labels "
-                   "(BatchNorm statistics re-estimated on these windows, int8 re-exported with them)")
+                   "(BatchNorm statistics re-estimated on these windows, int8 re-exported with them); "
+                   "with --init and --data: the fine-tune self-trains on these windows too (pseudo-labels; "
+                   "[finetune] self_training_rounds, default 1)")
     t.add_argument("--seeds", type=number(1, 100, integer=True),
                    help="repeat the fit with this many seeds for mean/spread in the report "
                    "(overrides report.seeds)")

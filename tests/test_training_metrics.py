@@ -228,7 +228,10 @@ def test_config_errors_name_key_value_and_allowed(tmp_path):
         load_config(bad)
     for line, key in (("l2_sp = -1.0", "l2_sp"), ("site_noise = 1.5", "site_noise"), ("augment_copies = 0",
                       "augment_copies"), ("lp_epochs = -2", "lp_epochs"), ("lp_learning_rate = 0.0",
-                      "lp_learning_rate"), ("mixup = -0.2", "mixup"), ("patience = -1", "patience")):
+                      "lp_learning_rate"), ("mixup = -0.2", "mixup"), ("patience = -1", "patience"),
+                      ("self_training_rounds = -1", "self_training_rounds"), ("pseudo_per_class = 0",
+                      "pseudo_per_class"), ("pseudo_confidence = 1.0", "pseudo_confidence"),
+                      ("pseudo_weight = 0.0", "pseudo_weight")):
         bad.write_text(f"[finetune]\n{line}\n")
         with pytest.raises(UserError, match=rf"finetune\.{key}"):
             load_config(bad)

@@ -377,6 +377,36 @@ def test_fine_tune_recipe_keeps_masks_and_records_what_was_done(trained, tmp_pat
     assert probs.shape == (8, 6) and np.allclose(probs.sum(1), 1, atol=1e-4)
 
 
+def test_fine_tune_self_trains_on_labelled_and_unlabelled_windows(trained, tmp_path, capsys):
+    """--data and --adapt-unlabelled together: pseudo-labels of the unlabelled windows join the fine-tune,
+    and the card says how many of each class."""
+    from training.crosscheck import generate_windows
+    write_windows(tmp_path / "site.npz", generate_windows(72, 5, fs=4000.0, samples=4096, pre_s=0.256,
+                                                          sites=["grouted_borehole_14hz"]))
+    unl = generate_windows(30, 9, fs=4000.0, samples=4096, pre_s=0.256, sites=["grouted_borehole_14hz"])
+    np.savez(tmp_path / "unlabelled.npz", waveforms=unl.waveforms.astype(np.float32), fs=unl.fs)  # no labels
+    (tmp_path / "ft.toml").write_text(FINETUNE_TINY.replace(
+        'prune = "masks"', 'prune = "masks"\nself_training_rounds = 1\npseudo_per_class = 3\npseudo_confidence = 0.0'))
+    out = tmp_path / "st"
+    assert main(["train", "--init", str(trained), "--config", str(tmp_path / "ft.toml"), "--data",
+                 str(tmp_path / "site.npz"), "--adapt-unlabelled", str(tmp_path / "unlabelled.npz"), "--out", str(out),
+                 "--allow-missed"]) == 0
+    a = read_card(out / "model_card.json")["adaptation"]
+    st = a["self_training"]
+    assert a["method"].startswith("self-trained") and st["unlabelled_windows"] == 30 and st["rounds"] == 1
+    per_class = st["pseudo_labels_per_class"]
+    assert set(per_class) == set(read_card(trained / "model_card.json")["classes"])
+    assert 0 < sum(per_class.values()) <= 18 and max(per_class.values()) <= 3  # top 3 of each predicted class
+    assert st["by_round"][0]["pseudo_labels"] == per_class
+    Classifier(out)
+    capsys.readouterr()
+    np.savez(tmp_path / "few.npz", waveforms=unl.waveforms[:5].astype(np.float32), fs=unl.fs)
+    assert main(["train", "--init", str(trained), "--data", str(tmp_path / "site.npz"), "--adapt-unlabelled",
+                 str(tmp_path / "few.npz"), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "few.npz" in err and "at least 16" in err
+
+
 def test_adapt_unlabelled_adabn_int8_and_honest_calibration(trained, tmp_path, capsys):
     from training.adapt import load_base
     from training.crosscheck import generate_windows

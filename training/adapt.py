@@ -10,6 +10,11 @@ survives (the base model's zero masks kept at every step, tfmot pruning re-appli
 and, off by default because they did not help there, LP-FT (the head alone first), L2-SP (a pull toward
 the starting weights) and early stopping on the held-out site split.
 
+With unlabelled site windows as well (``--data L --adapt-unlabelled U``), :func:`self_train` runs the
+fine-tune with AdaBN on labelled and unlabelled windows and then, for ``self_training_rounds`` rounds,
+pseudo-labels the unlabelled windows (:func:`pseudo_labels`: class-balanced, the most confident per
+predicted class) and fine-tunes afresh from the base on labels plus pseudo-labels.
+
 The unlabelled path (:func:`adapt_unlabelled`, ``stopewatch train --init MODEL --adapt-unlabelled DIR``)
 needs no labels: the BatchNorm statistics of every block are re-estimated on the mine's windows (they
 fold into the convolutions at conversion, so the int8 model pays nothing) and the int8 model is
@@ -154,28 +159,36 @@ def _l2sp_callback(model, lr_of):
 
 
 def finetune(model, site: D.Prepared, cfg: dict, rng: np.random.Generator, *, replay: D.Prepared | None = None,
-             x_val: np.ndarray | None = None, y_val: np.ndarray | None = None, phase: str = "finetune") -> list[dict]:
+             x_val: np.ndarray | None = None, y_val: np.ndarray | None = None, phase: str = "finetune",
+             adabn_x: np.ndarray | None = None, pseudo: D.Prepared | None = None) -> list[dict]:
     """Fine-tune ``model`` in place on the site's filtered windows with ``cfg['finetune']``: optionally
     ``lp_epochs`` of the classifier head alone (LP-FT), then ``epochs`` of the layers ``freeze`` leaves
     trainable with a cosine learning rate, optionally pulled toward the base weights (``l2_sp``). Validation
     macro-F1 per epoch is recorded when given, and with ``patience`` > 0 stops the fine-tune and restores the
-    best epoch. Returns the epoch history."""
+    best epoch. AdaBN runs on ``adabn_x`` (filtered windows; default the site's labelled ones); ``pseudo``
+    (pseudo-labelled site windows) are trained on with the labelled ones, weighted ``pseudo_weight``, with
+    the same augmentation. Returns the epoch history."""
     from training.train import log
 
     ft = cfg["finetune"]
     clip = cfg["preprocess"]["clip"]
     masks = kernel_masks(model) if ft["prune"] == "masks" else None
     if ft["adabn"]:
-        reestimate_batchnorm(model, D.to_model_input(site.x, clip))
+        reestimate_batchnorm(model, D.to_model_input(site.x if adabn_x is None else adabn_x, clip))
     x, y = site.x, site.y
+    is_pseudo = np.zeros(len(y), bool)
+    if pseudo is not None and len(pseudo.y):
+        x, y = np.concatenate([x, pseudo.x]), np.concatenate([y, pseudo.y])
+        is_pseudo = np.concatenate([is_pseudo, np.ones(len(pseudo.y), bool)])
     w_site = D.class_weights(y, len(CLASSES)) if ft["class_weight"] == "balanced" else np.ones(len(CLASSES),
                                                                                                 np.float32)
-    sw = w_site[y]
+    sw = w_site[y] * np.where(is_pseudo, ft["pseudo_weight"], 1.0).astype(np.float32)
     if replay is not None and len(replay.x):
         x = np.concatenate([x, replay.x])
         y = np.concatenate([y, replay.y])
         # replayed windows weigh as much in total as the site's own: the site stays the target
         sw = np.concatenate([sw, np.full(len(replay.y), len(site.y) / len(replay.y), np.float32)])
+    # the augmentation's background: the site's own labelled noise windows (not pseudo-labelled ones)
     background = site.x[site.y == CLASSES.index("noise")]  # the site's own background, not the synthetic one
     aug = {**cfg["augment"], "background": ft["site_noise"]}
     copies = ft["augment_copies"] if ft["augment"] else 1
@@ -240,6 +253,7 @@ def finetune(model, site: D.Prepared, cfg: dict, rng: np.random.Generator, *, re
         last = done[-1]
         log(f"{phase}: {len(done)} epochs on {len(site.y)} site windows"
             + (f" + {len(replay.y)} replayed" if replay is not None else "")
+            + (f" + {len(pseudo.y)} pseudo-labelled" if pseudo is not None else "")
             + f", loss {last['loss']:.4f}" + (f", val macro-F1 {history[-1]['val_macro_f1']:.4f}"
                                               if "val_macro_f1" in history[-1] else "")
             + (f" (epoch {best[1]} restored)" if best is not None else ""))
@@ -247,14 +261,81 @@ def finetune(model, site: D.Prepared, cfg: dict, rng: np.random.Generator, *, re
     return history
 
 
-def finetune_summary(cfg: dict, site_windows: int, replayed: int) -> dict:
-    """The card's ``adaptation`` section of a labelled fine-tune: the recipe and what it saw."""
+def pseudo_labels(model, x: np.ndarray, per_class: int, confidence: float) -> tuple[np.ndarray, np.ndarray,
+                                                                                   np.ndarray]:
+    """Class-balanced pseudo-labels of unlabelled windows ``x`` (model input): for each class, the (at most)
+    ``per_class`` windows the model predicts as that class most confidently, with a top probability of at
+    least ``confidence``. Returns (indices into ``x``, labels, confidences), sorted by index."""
+    logits = np.asarray(model.predict(x, batch_size=256, verbose=0), dtype=np.float64)
+    p = softmax(logits, 1.0)
+    pred, conf = p.argmax(1), p.max(1)
+    picked = []
+    for c in range(len(CLASSES)):
+        cand = np.flatnonzero((pred == c) & (conf >= confidence))
+        picked.append(cand[np.argsort(-conf[cand], kind="stable")][:per_class])
+    idx = np.sort(np.concatenate(picked)).astype(np.int64)
+    return idx, pred[idx], conf[idx]
+
+
+def self_train(load_model, site: D.Prepared, unlabelled: D.Prepared, cfg: dict, rng: np.random.Generator, *,
+               x_val: np.ndarray | None = None, y_val: np.ndarray | None = None, on_round=None):
+    """Self-training on the site's labelled windows and its unlabelled ones (``unlabelled``, filtered; their
+    labels, if any, are not read). Round 0 fine-tunes a fresh model (``load_model()``) on the labelled
+    windows with AdaBN on labelled and unlabelled windows together; each of the ``self_training_rounds``
+    rounds after pseudo-labels the unlabelled windows with the previous round's model
+    (:func:`pseudo_labels`, ``pseudo_per_class`` / ``pseudo_confidence``) and fine-tunes a fresh model on
+    labels plus pseudo-labels (augmented alike). ``on_round(round, model, record)`` is called after each
+    round (the bench scores them). Returns (model, history, the card's ``self_training`` summary)."""
+    from training.train import log
+
     ft = cfg["finetune"]
-    return {"method": "fine-tuned on labelled site windows", "site_windows": site_windows,
-            "replayed_synthetic_windows": replayed,
+    clip = cfg["preprocess"]["clip"]
+    adabn_x = np.concatenate([site.x, unlabelled.x])
+    x_unl = D.to_model_input(unlabelled.x, clip)
+    model = load_model()
+    history = finetune(model, site, cfg, rng, x_val=x_val, y_val=y_val, adabn_x=adabn_x)
+    rounds: list[dict] = []
+    if on_round is not None:
+        on_round(0, model, {"round": 0, "indices": np.zeros(0, np.int64), "labels": np.zeros(0, np.int64)})
+    for r in range(1, ft["self_training_rounds"] + 1):
+        idx, lab, conf = pseudo_labels(model, x_unl, ft["pseudo_per_class"], ft["pseudo_confidence"])
+        counts = {c: int((lab == i).sum()) for i, c in enumerate(CLASSES)}
+        log(f"self-training round {r}: {len(idx)} of {len(x_unl)} unlabelled windows pseudo-labelled "
+            f"({', '.join(f'{c} {n}' for c, n in counts.items())}), mean confidence "
+            f"{float(conf.mean()) if len(conf) else 0.0:.3f}")
+        pseudo = D.Prepared(unlabelled.x[idx], lab, unlabelled.source.subset(idx) if unlabelled.source is not None
+                            else None)
+        model = load_model()  # from the base again: the pseudo-labels teach, the previous student is not kept
+        history += finetune(model, site, cfg, rng, x_val=x_val, y_val=y_val, adabn_x=adabn_x, pseudo=pseudo,
+                            phase=f"self-training-{r}")
+        rec = {"round": r, "pseudo_labels": counts,
+               "mean_confidence": float(conf.mean()) if len(conf) else None}
+        rounds.append(rec)
+        if on_round is not None:
+            on_round(r, model, {**rec, "indices": idx, "labels": lab})
+    summary = {"unlabelled_windows": int(len(x_unl)), "rounds": ft["self_training_rounds"],
+               "pseudo_per_class": ft["pseudo_per_class"], "pseudo_confidence": ft["pseudo_confidence"],
+               "pseudo_weight": ft["pseudo_weight"],
+               "adabn": "on labelled and unlabelled site windows" if ft["adabn"] else "off",
+               "pseudo_labels_per_class": rounds[-1]["pseudo_labels"] if rounds
+               else {c: 0 for c in CLASSES}, "by_round": rounds}
+    return model, history, summary
+
+
+def finetune_summary(cfg: dict, site_windows: int, replayed: int, self_training: dict | None = None) -> dict:
+    """The card's ``adaptation`` section of a labelled fine-tune: the recipe and what it saw (with the
+    ``self_training`` summary when unlabelled site windows were given)."""
+    ft = cfg["finetune"]
+    return {"method": "fine-tuned on labelled site windows" if self_training is None else
+            ("self-trained on labelled and pseudo-labelled site windows" if self_training["rounds"] > 0
+             else "fine-tuned on labelled site windows, AdaBN on labelled and unlabelled ones"),
+            "site_windows": site_windows, "replayed_synthetic_windows": replayed,
+            **({} if self_training is None else {"self_training": self_training}),
             **{k: ft[k] for k in ("freeze", "epochs", "learning_rate", "batch_size", "augment", "class_weight",
                                   "adabn", "prune", "prune_epochs", "replay", "lp_epochs", "lp_learning_rate",
-                                  "l2_sp", "augment_copies", "site_noise", "patience", "mixup")},
+                                  "l2_sp", "augment_copies", "site_noise", "patience", "mixup",
+                                  "self_training_rounds", "pseudo_per_class", "pseudo_confidence",
+                                  "pseudo_weight")},
             "calibration": "temperature and thresholds re-fitted on held-out labelled site windows",
             "decision_bias": "re-fitted on held-out labelled site windows with the [decision] costs"
             if cfg["decision"]["fit"] else "none"}

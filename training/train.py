@@ -64,6 +64,7 @@ class Fitted:
 
     model: object
     history: tuple[dict, ...]
+    self_training: dict | None = None  # the card's adaptation.self_training, when unlabelled windows were given
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Pruned:
     pruning: dict  # the card's ``pruning`` section: schedule, sparsity target, steps
     sparsity: float  # measured share of zero conv/dense kernel weights
     train_seconds: float
+    self_training: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -332,11 +334,27 @@ def prepare_data(cfg: dict, splits: dict[str, WindowSet]) -> Data:
     return Data(splits, params, train, val, x_val, seconds)
 
 
-def fit(cfg: dict, data: Data, rng: np.random.Generator, init: Path | None = None) -> Fitted:
-    """Dense training from scratch, or fine-tuning of the model at ``init`` on the data."""
+def fit(cfg: dict, data: Data, rng: np.random.Generator, init: Path | None = None,
+        unlabelled: D.Prepared | None = None) -> Fitted:
+    """Dense training from scratch, or fine-tuning of the model at ``init`` on the data (self-training with
+    the site's ``unlabelled`` windows when given)."""
     from training.net import build_model
 
     model = build_model(cfg["data"]["channels"], data.params.samples, len(CLASSES), cfg["model"])
+    if init is not None and unlabelled is not None:
+        from training.adapt import self_train
+
+        def fresh():
+            m = build_model(cfg["data"]["channels"], data.params.samples, len(CLASSES), cfg["model"])
+            m.load_weights(str(init / WEIGHTS))
+            return m
+
+        if cfg["finetune"]["replay"] > 0:
+            raise UserError("finetune.replay > 0 is not supported with --adapt-unlabelled (self-training); "
+                            "set it to 0")
+        model, hist, summary = self_train(fresh, data.train, unlabelled, cfg, rng, x_val=data.x_val,
+                                          y_val=data.val.y)
+        return Fitted(model, tuple(hist), summary)
     if init is not None:  # the recipe of [finetune], chosen by bench/bench_adaptation.py
         from training.adapt import finetune, replay_windows
         model.load_weights(str(init / WEIGHTS))
@@ -374,7 +392,7 @@ def prune_model(cfg: dict, data: Data, fitted: Fitted, rng: np.random.Generator,
     seconds = time.perf_counter() - t_start
     sparsity = kernel_sparsity(model)
     log(f"pruned: {sparsity['overall']:.1%} of {sparsity['weights']} kernel weights are zero")
-    return Pruned(model, fitted.history + tuple(hist), info, sparsity["overall"], seconds)
+    return Pruned(model, fitted.history + tuple(hist), info, sparsity["overall"], seconds, fitted.self_training)
 
 
 def export(cfg: dict, data: Data, pruned: Pruned, rng: np.random.Generator) -> Exported:
@@ -498,7 +516,7 @@ def write_model(cfg: dict, data: Data, pruned: Pruned, exported: Exported, calib
         "training_seconds": round(pruned.train_seconds, 1),
         **_onset(cfg),
         "fine_tuned_from": None if init is None else json.loads((init / CARD).read_text())["sha256"],
-        "adaptation": None if init is None else _adaptation(cfg, data),
+        "adaptation": None if init is None else _adaptation(cfg, data, pruned.self_training),
         "config": cfg,
         "metrics": {},
     }
@@ -515,19 +533,25 @@ def _onset(cfg: dict) -> dict:
     return {"onset_s": REGIMES[cfg["data"]["regime"]].onset_s}
 
 
-def _adaptation(cfg: dict, data: Data) -> dict:
+def _adaptation(cfg: dict, data: Data, self_training: dict | None = None) -> dict:
     from training.adapt import finetune_summary
     replayed = int(round(cfg["finetune"]["replay"] * len(data.train.y))) if cfg["finetune"]["replay"] > 0 else 0
-    return finetune_summary(cfg, int(len(data.train.y)), replayed)
+    return finetune_summary(cfg, int(len(data.train.y)), replayed, self_training)
 
 
-def fit_and_export(cfg: dict, splits: dict[str, WindowSet], out: Path, init: Path | None = None) -> Trained:
-    """The stages data -> fit -> prune -> export -> calibrate -> card, into the model directory ``out``."""
+def fit_and_export(cfg: dict, splits: dict[str, WindowSet], out: Path, init: Path | None = None,
+                   unlabelled: WindowSet | None = None) -> Trained:
+    """The stages data -> fit -> prune -> export -> calibrate -> card, into the model directory ``out``
+    (``unlabelled``: the site's unlabelled windows, for self-training a fine-tune)."""
     set_seeds(cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
     t0 = time.perf_counter()
     data = prepare_data(cfg, splits)
-    pruned = prune_model(cfg, data, fit(cfg, data, rng, init), rng, init is not None, t0)
+    unl = None
+    if unlabelled is not None:
+        unl = D.prepare(unlabelled, data.params, cfg["data"]["channels"], cfg["model"]["channel_policy"])
+        unl = D.Prepared(unl.x, np.full(len(unl.x), -1, np.int64), unl.source)  # their labels, if any, unread
+    pruned = prune_model(cfg, data, fit(cfg, data, rng, init, unl), rng, init is not None, t0)
     exported = export(cfg, data, pruned, rng)
     return write_model(cfg, data, pruned, exported, calibrate(cfg, data, exported), out, init)
 
@@ -553,8 +577,10 @@ def manifest_of(ws) -> dict:
 
 # --------------------------------------------------------------------------- stopewatch train
 def run(config_path: str | Path | None, out: str | Path, overrides: dict | None = None,
-        init: str | Path | None = None, data: str | Path | None = None) -> dict:
-    """``stopewatch train``: the full pipeline into ``out``; returns the model card."""
+        init: str | Path | None = None, data: str | Path | None = None,
+        unlabelled: str | Path | None = None) -> dict:
+    """``stopewatch train``: the full pipeline into ``out``; returns the model card. With ``init``, ``data``
+    and ``unlabelled`` (the site's unlabelled windows) the fine-tune self-trains on both."""
     from training.config import load_config
     from training.report import write_report
 
@@ -588,12 +614,22 @@ def run(config_path: str | Path | None, out: str | Path, overrides: dict | None 
         cfg = load_config(config_path, overrides)
         if data is not None:
             cfg["data"]["source"], cfg["data"]["train"] = "files", str(data)
+    unl = None
+    if unlabelled is not None:
+        if init_path is None:
+            raise UserError("train --adapt-unlabelled DIR needs --init MODEL_DIR")
+        from training.adapt import read_site_windows
+        unl = read_site_windows(unlabelled)
+        if len(unl) < 16:
+            raise UserError(f"--adapt-unlabelled {unlabelled}: {len(unl)} windows; at least 16 are needed "
+                            "(a few hundred are better)")
     t0 = time.perf_counter()
     splits = D.load_splits(cfg)
-    log(f"data: {', '.join(f'{k} {len(v)}' for k, v in splits.items())} ({time.perf_counter() - t0:.0f} s)")
+    log(f"data: {', '.join(f'{k} {len(v)}' for k, v in splits.items())} ({time.perf_counter() - t0:.0f} s)"
+        + (f", unlabelled {len(unl)}" if unl is not None else ""))
     if out.exists():
         shutil.rmtree(out / "plots", ignore_errors=True)
-    card = write_report(cfg, fit_and_export(cfg, splits, out, init=init_path))
+    card = write_report(cfg, fit_and_export(cfg, splits, out, init=init_path, unlabelled=unl))
     log(f"wrote {out} ({time.perf_counter() - t0:.0f} s)")
     return card
 
