@@ -5,9 +5,15 @@ time to READY (sd_notify) <= 1.5 s. Runs the real `stopewatch run` against a loc
 and the board simulator on a pseudo-terminal (3 channels x 4 kHz, short events ~20/min of stream). Memory
 (RSS, PSS and USS from /proc/PID/smaps_rollup) is read 10 s after READY and at the end; ``--speed 20`` feeds
 an hour of stream in 180 s (latency figures are then those of a board 20x faster than real time).
-Prints and saves bench/results/daemon.json (``--out`` elsewhere).
+Prints and saves bench/results/daemon.json (``--out`` elsewhere). Every run also records the daemon
+process's CPU seconds (user + system, /proc/PID/stat) per stream second, from 10 s after READY to the end.
+
+``--archive off`` runs the daemon with ``[archive] enabled = false`` (default ``on``: the Steim-2 ring
+archive in service, as shipped); ``--archive both`` runs off, then on, with the same stream and seed, and
+saves the pair and the difference to bench/results/daemon_archive_cpu.json.
 
     .venv/bin/python bench/bench_daemon.py [--seconds 180] [--speed 1] [--model models/triaxial]
+    .venv/bin/python bench/bench_daemon.py --archive both --seconds 240 --speed 4
 """
 
 from __future__ import annotations
@@ -74,13 +80,20 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=180.0)
-    parser.add_argument("--speed", type=float, default=1.0, help="stream seconds per real second")
-    parser.add_argument("--model", default=str(ROOT / "models" / "triaxial"))
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "daemon.json"))
-    args = parser.parse_args()
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat utime and stime)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    utime, stime = stat[stat.rindex(")") + 2:].split()[11:13]  # fields 14 and 15; the name may hold spaces
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes in the files under ``path`` (0 when it does not exist)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def run(args: argparse.Namespace, archive: bool) -> dict:
+    """One run of the daemon against the simulated board; the result as saved."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
     broker = start_local_broker(tmp / "broker")
     pty = PtyPort()
@@ -97,16 +110,22 @@ def main() -> None:
     config = tmp / "c.toml"
     config.write_text(f'[node]\nsite = "bench"\nnode = "n1"\nstate_dir = "{tmp / "state"}"\n'
                       f'[board]\nport = "{pty.path}"\ncounts_per_unit = 1e9\n[model]\npath = "{args.model}"\n'
-                      f'[mqtt]\nport = {broker.port}\n[health]\ninterval_s = 5.0\n')
+                      f'[mqtt]\nport = {broker.port}\n[health]\ninterval_s = 5.0\n'
+                      f'[archive]\nenabled = {str(archive).lower()}\n')
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp / "notify"))
     notify.settimeout(30)
     health: list[dict] = []
+    health_at: list[float] = []  # arrival times (monotonic) of the health messages
     pipeline_ms: list[float] = []  # the part of the latency spent before the outbox (in each event message)
 
     def on_message(client, userdata, m) -> None:
         body = json.loads(m.payload)
-        (health.append(body) if m.topic.endswith("/health") else pipeline_ms.append(body["latency_ms"]))
+        if m.topic.endswith("/health"):
+            health.append(body)
+            health_at.append(time.monotonic())
+        else:
+            pipeline_ms.append(body["latency_ms"])
 
     client = paho.Client(CallbackAPIVersion.VERSION2)
     client.on_message = on_message
@@ -125,8 +144,10 @@ def main() -> None:
     threading.Thread(target=lambda: [notify.recv(4096) for _ in iter(int, 1)], daemon=True).start()  # as systemd
     time.sleep(10)
     mem_start = memory_mb(daemon.pid)
+    cpu_start, t_start = cpu_seconds(daemon.pid), time.monotonic()
     time.sleep(max(0.0, args.seconds - 10))
     mem_end = memory_mb(daemon.pid)
+    cpu_end, t_end = cpu_seconds(daemon.pid), time.monotonic()
     rss = peak_rss_mb(daemon.pid)
     time.sleep(6)  # one more health message
     daemon.send_signal(signal.SIGTERM)
@@ -134,6 +155,13 @@ def main() -> None:
     stop.set()
     client.loop_stop()
     broker.stop()
+    archive_bytes = dir_bytes(tmp / "state" / "archive")
+    # The pace the daemon really received (samples_in between the health messages of the measured span), so
+    # that a simulator slowed by a busy machine does not inflate the stream seconds.
+    inside = [(t, h["samples_in"]) for t, h in zip(health_at, health, strict=True) if t_start <= t <= t_end]
+    speed = ((inside[-1][1] - inside[0][1]) / 4000.0 / (inside[-1][0] - inside[0][0])
+             if len(inside) > 1 and inside[-1][0] > inside[0][0] else args.speed)
+    stream_s = (t_end - t_start) * speed
     last = health[-1]
     lat = last["mqtt"]["publish_latency_ms"]
     result = {
@@ -146,11 +174,47 @@ def main() -> None:
         "of_which_pipeline_ms": {"p50": round(float(np.percentile(pipeline_ms, 50)), 3),
                                  "p99": round(float(np.percentile(pipeline_ms, 99)), 3), "n": len(pipeline_ms)},
         "daemon_cpu_percent": last["cpu_percent"], "realtime_factor_reported": last["realtime_factor"],
+        "archive": {"enabled": archive, "encoding": "steim2" if archive else None, "bytes": archive_bytes,
+                    "records": (last.get("archive") or {}).get("records")},
+        "daemon_cpu": {"cpu_s": round(cpu_end - cpu_start, 2), "stream_s": round(stream_s, 1),
+                       "speed_received": round(speed, 3),
+                       "cpu_s_per_stream_s": round((cpu_end - cpu_start) / stream_s, 5)},
         "targets": {"time_to_ready_s": "<= 1.5", "peak_rss_mb": "<= 80", "latency_p99_ms": "<= 20"},
         "met": {"time_to_ready_s": ready <= 1.5, "peak_rss_mb": rss <= 80,
                 "latency_p99_ms": lat["p99"] is not None and lat["p99"] <= 20},
     }
-    out = Path(args.out)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=180.0)
+    parser.add_argument("--speed", type=float, default=1.0, help="stream seconds per real second")
+    parser.add_argument("--model", default=str(ROOT / "models" / "triaxial"))
+    parser.add_argument("--archive", choices=("on", "off", "both"), default="on",
+                        help="the ring archive in service (on), not (off), or one run of each (both)")
+    parser.add_argument("--out", default=None, help="default bench/results/daemon.json, or "
+                        "daemon_archive_cpu.json with --archive both")
+    args = parser.parse_args()
+    if args.archive != "both":
+        result = run(args, args.archive == "on")
+        out = Path(args.out or ROOT / "bench" / "results" / "daemon.json")
+    else:
+        off, on = run(args, False), run(args, True)
+        per_off, per_on = off["daemon_cpu"]["cpu_s_per_stream_s"], on["daemon_cpu"]["cpu_s_per_stream_s"]
+        result = {
+            "machine": on["machine"], "run": on["run"] + "; archive off, then on (Steim-2, 4096-byte records), "
+                                                       "same stream and seed",
+            "stream": "3 channels x 4000 Hz int24 (36 kB/s as int24 on the wire)",
+            "cpu_s_per_stream_s": {"archive_off": per_off, "archive_on": per_on,
+                                   "difference": round(per_on - per_off, 5),
+                                   "increase_percent": round(100 * (per_on - per_off) / per_off, 1)},
+            "archive_bytes_per_stream_s": round(on["archive"]["bytes"] / on["daemon_cpu"]["stream_s"], 1),
+            "note": "the daemon process only (the board simulator and broker run in other processes); "
+                    "CPU from 10 s after READY to the end of the run",
+            "runs": {"archive_off": off, "archive_on": on},
+        }
+        out = Path(args.out or ROOT / "bench" / "results" / "daemon_archive_cpu.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
