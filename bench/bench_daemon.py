@@ -9,11 +9,12 @@ Prints and saves bench/results/daemon.json (``--out`` elsewhere). Every run also
 process's CPU seconds (user + system, /proc/PID/stat) per stream second, from 10 s after READY to the end.
 
 ``--archive off`` runs the daemon with ``[archive] enabled = false`` (default ``on``: the Steim-2 ring
-archive in service, as shipped); ``--archive both`` runs off, then on, with the same stream and seed, and
-saves the pair and the difference to bench/results/daemon_archive_cpu.json.
+archive in service, as shipped); ``--archive both`` runs ``--repeat`` pairs with the same stream and seed,
+in ABBA order (off, on, on, off, ...) so that a drift in the machine's load falls on both sides, and saves
+every run, the medians and the difference to bench/results/daemon_archive_cpu.json.
 
     .venv/bin/python bench/bench_daemon.py [--seconds 180] [--speed 1] [--model models/triaxial]
-    .venv/bin/python bench/bench_daemon.py --archive both --seconds 240 --speed 4
+    .venv/bin/python bench/bench_daemon.py --archive both --repeat 3 --seconds 180 --speed 4
 """
 
 from __future__ import annotations
@@ -141,13 +142,14 @@ def run(args: argparse.Namespace, archive: bool) -> dict:
         msg = notify.recv(4096).decode()
         if "READY=1" in msg:
             ready = time.monotonic() - t0
-    threading.Thread(target=lambda: [notify.recv(4096) for _ in iter(int, 1)], daemon=True).start()  # as systemd
+    notify.settimeout(None)  # from here on drained as systemd would, for as long as the daemon runs
+    threading.Thread(target=lambda: [notify.recv(4096) for _ in iter(int, 1)], daemon=True).start()
     time.sleep(10)
     mem_start = memory_mb(daemon.pid)
-    cpu_start, t_start = cpu_seconds(daemon.pid), time.monotonic()
+    cpu_start, t_start, load_start = cpu_seconds(daemon.pid), time.monotonic(), os.getloadavg()[0]
     time.sleep(max(0.0, args.seconds - 10))
     mem_end = memory_mb(daemon.pid)
-    cpu_end, t_end = cpu_seconds(daemon.pid), time.monotonic()
+    cpu_end, t_end, load_end = cpu_seconds(daemon.pid), time.monotonic(), os.getloadavg()[0]
     rss = peak_rss_mb(daemon.pid)
     time.sleep(6)  # one more health message
     daemon.send_signal(signal.SIGTERM)
@@ -162,6 +164,12 @@ def run(args: argparse.Namespace, archive: bool) -> dict:
     speed = ((inside[-1][1] - inside[0][1]) / 4000.0 / (inside[-1][0] - inside[0][0])
              if len(inside) > 1 and inside[-1][0] > inside[0][0] else args.speed)
     stream_s = (t_end - t_start) * speed
+    # The archive's own CPU as the daemon counts it (health's archive.cpu_s, the writing thread's CPU time in
+    # RingArchive.write) over the same health messages: a direct figure, unlike the difference of two runs.
+    spans = [h for t, h in zip(health_at, health, strict=True) if t_start <= t <= t_end and h.get("archive")]
+    archive_cpu = ((spans[-1]["archive"]["cpu_s"] - spans[0]["archive"]["cpu_s"])
+                   / ((spans[-1]["samples_in"] - spans[0]["samples_in"]) / 4000.0)
+                   if len(spans) > 1 and spans[-1]["samples_in"] > spans[0]["samples_in"] else None)
     last = health[-1]
     lat = last["mqtt"]["publish_latency_ms"]
     result = {
@@ -177,8 +185,9 @@ def run(args: argparse.Namespace, archive: bool) -> dict:
         "archive": {"enabled": archive, "encoding": "steim2" if archive else None, "bytes": archive_bytes,
                     "records": (last.get("archive") or {}).get("records")},
         "daemon_cpu": {"cpu_s": round(cpu_end - cpu_start, 2), "stream_s": round(stream_s, 1),
-                       "speed_received": round(speed, 3),
-                       "cpu_s_per_stream_s": round((cpu_end - cpu_start) / stream_s, 5)},
+                       "speed_received": round(speed, 3), "load_average_1min": [load_start, load_end],
+                       "cpu_s_per_stream_s": round((cpu_end - cpu_start) / stream_s, 5),
+                       "archive_write_cpu_s_per_stream_s": None if archive_cpu is None else round(archive_cpu, 5)},
         "targets": {"time_to_ready_s": "<= 1.5", "peak_rss_mb": "<= 80", "latency_p99_ms": "<= 20"},
         "met": {"time_to_ready_s": ready <= 1.5, "peak_rss_mb": rss <= 80,
                 "latency_p99_ms": lat["p99"] is not None and lat["p99"] <= 20},
@@ -193,6 +202,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "models" / "triaxial"))
     parser.add_argument("--archive", choices=("on", "off", "both"), default="on",
                         help="the ring archive in service (on), not (off), or one run of each (both)")
+    parser.add_argument("--repeat", type=int, default=1, help="with --archive both: pairs of runs")
     parser.add_argument("--out", default=None, help="default bench/results/daemon.json, or "
                         "daemon_archive_cpu.json with --archive both")
     args = parser.parse_args()
@@ -200,19 +210,38 @@ def main() -> None:
         result = run(args, args.archive == "on")
         out = Path(args.out or ROOT / "bench" / "results" / "daemon.json")
     else:
-        off, on = run(args, False), run(args, True)
-        per_off, per_on = off["daemon_cpu"]["cpu_s_per_stream_s"], on["daemon_cpu"]["cpu_s_per_stream_s"]
+        order = [archive for i in range(args.repeat) for archive in ((False, True) if i % 2 == 0 else (True, False))]
+        runs = [run(args, archive) for archive in order]
+        per = {archive: [r["daemon_cpu"]["cpu_s_per_stream_s"] for r in runs if r["archive"]["enabled"] == archive]
+               for archive in (False, True)}
+        off, on = float(np.median(per[False])), float(np.median(per[True]))
+        last_on = [r for r in runs if r["archive"]["enabled"]][-1]
         result = {
-            "machine": on["machine"], "run": on["run"] + "; archive off, then on (Steim-2, 4096-byte records), "
-                                                       "same stream and seed",
+            "machine": runs[0]["machine"],
+            "run": runs[0]["run"] + f"; {args.repeat} pair(s), archive off and on (Steim-2, 4096-byte records) "
+                   "in ABBA order, same stream and seed",
             "stream": "3 channels x 4000 Hz int24 (36 kB/s as int24 on the wire)",
-            "cpu_s_per_stream_s": {"archive_off": per_off, "archive_on": per_on,
-                                   "difference": round(per_on - per_off, 5),
-                                   "increase_percent": round(100 * (per_on - per_off) / per_off, 1)},
-            "archive_bytes_per_stream_s": round(on["archive"]["bytes"] / on["daemon_cpu"]["stream_s"], 1),
-            "note": "the daemon process only (the board simulator and broker run in other processes); "
-                    "CPU from 10 s after READY to the end of the run",
-            "runs": {"archive_off": off, "archive_on": on},
+            "cpu_s_per_stream_s": {"archive_off": per[False], "archive_on": per[True],
+                                   "median_off": round(off, 5), "median_on": round(on, 5),
+                                   "difference_of_medians": round(on - off, 5),
+                                   "increase_percent": round(100 * (on - off) / off, 1),
+                                   "pair_differences": [round(b - a, 5) for a, b in zip(per[False], per[True],
+                                                                                        strict=True)]},
+            "archive_write_cpu_s_per_stream_s": {
+                "runs": [r["daemon_cpu"]["archive_write_cpu_s_per_stream_s"] for r in runs if r["archive"]["enabled"]],
+                "median": round(float(np.median([r["daemon_cpu"]["archive_write_cpu_s_per_stream_s"]
+                                                 for r in runs if r["archive"]["enabled"]])), 5),
+                "share_of_daemon_cpu_percent": round(100 * float(np.median(
+                    [r["daemon_cpu"]["archive_write_cpu_s_per_stream_s"] / r["daemon_cpu"]["cpu_s_per_stream_s"]
+                     for r in runs if r["archive"]["enabled"]])), 1),
+                "what": "health's archive.cpu_s (the daemon thread's CPU time in RingArchive.write) per stream "
+                        "second, in the archive-on runs"},
+            "archive_bytes_per_stream_s": round(last_on["archive"]["bytes"] / last_on["daemon_cpu"]["stream_s"], 1),
+            "note": "CPU (user + system) of the daemon process only (the board simulator runs in the bench "
+                    "process, the broker in its own), from 10 s after READY to the end of each run; the machine "
+                    "was shared with other jobs (see each run's load average), so the spread between runs of "
+                    "one setting is part of the result",
+            "runs": runs,
         }
         out = Path(args.out or ROOT / "bench" / "results" / "daemon_archive_cpu.json")
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -264,19 +264,19 @@ class Publisher:
         """A session came up (paho thread, state lock held): say ``online`` (and, when asked, send Home
         Assistant's discovery configs, after the status so that the sensors start available)."""
         client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
-        # QoS 0: they take no place in the in-flight window (kept below the broker's receive maximum), and
-        # being retained and sent again on every connect, one lost with a dropped connection comes back.
-        for topic, config in self._discovery().items():
-            client.publish(topic, _dumps(config), qos=0, retain=True)
+        self._publish_discovery(client)
 
-    def _discovery(self) -> dict[str, dict]:
-        """Home Assistant's discovery configs of this node ({} when mqtt.homeassistant_discovery is off)."""
-        if not self.cfg.mqtt.homeassistant_discovery:
-            return {}
-        return discovery_configs(self.cfg, self.version, str(self.model.get("name", "")))
+    def _publish_discovery(self, client: paho.Client) -> None:
+        """Home Assistant's discovery configs of this node, retained (none when mqtt.homeassistant_discovery is
+        off). QoS 0: they take no place in the in-flight window (kept below the broker's receive maximum), and
+        being retained and sent again on every connect, one lost with a dropped connection comes back."""
+        if self.cfg.mqtt.homeassistant_discovery:
+            for topic, config in discovery_configs(self.cfg, self.version, str(self.model.get("name", ""))).items():
+                client.publish(topic, _dumps(config), qos=0, retain=True)
 
     def _model_changed(self) -> None:
         self.client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+        self._publish_discovery(self.client)  # the device's model names the classifier
 
     def _on_sender_item(self, item: Any) -> None:
         """The sender thread saw ``item`` (a session change or a hook's own item); nothing to do for JSON."""
