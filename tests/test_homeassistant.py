@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from mqtt_broker import Collector, read_retained
+from mqtt_broker import Collector, read_retained, wait_until
 from test_daemon import TOPIC, Board, Daemon, T, write_config
 
 from edge.errors import UserError
@@ -112,6 +112,31 @@ def test_discovery_is_off_by_default(mqtt_broker, tmp_path):
     finally:
         pub.stop(timeout=5)
         col.close()
+
+
+def test_a_backlog_at_connect_goes_out_beside_the_configs(make_broker, tmp_path):
+    """40 queued events and the discovery configs at one connect: the configs (QoS 0) take no place in the
+    in-flight window, so the broker's receive maximum is never exceeded and the link is never dropped."""
+    from test_mqtt_publisher import sample_event
+
+    broker = make_broker()
+    port = broker.port
+    broker.stop()
+    cfg = parse_config({"node": {"site": "s1", "node": "n1", "state_dir": str(tmp_path / "state")},
+                        "mqtt": {"host": "127.0.0.1", "port": port, "homeassistant_discovery": True}}, "t.toml")
+    pub = Publisher(cfg, "boot-1", "0.1.0", {"name": "triaxial", "sha256": "ab" * 32})
+    pub.start(reconnect_min_s=1, reconnect_max_s=1)
+    try:
+        for seq in range(1, 41):
+            pub.submit_event(sample_event(seq))
+        broker.start()
+        col = Collector(port, "#")
+        assert pub.wait_drained(T) and pub.counters["acked"] == 40
+        assert pub.counters["connects"] == 1 and pub.counters["reconnects"] == 0
+        assert wait_until(lambda: len([t for t in col.messages if t.startswith(f"{PREFIX}/")]) == 6, T)
+        col.close()
+    finally:
+        pub.stop(timeout=5)
 
 
 def test_names_units_and_prefix_follow_the_config():
