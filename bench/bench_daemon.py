@@ -5,9 +5,16 @@ time to READY (sd_notify) <= 1.5 s. Runs the real `stopewatch run` against a loc
 and the board simulator on a pseudo-terminal (3 channels x 4 kHz, short events ~20/min of stream). Memory
 (RSS, PSS and USS from /proc/PID/smaps_rollup) is read 10 s after READY and at the end; ``--speed 20`` feeds
 an hour of stream in 180 s (latency figures are then those of a board 20x faster than real time).
-Prints and saves bench/results/daemon.json (``--out`` elsewhere).
+Prints and saves bench/results/daemon.json (``--out`` elsewhere). Every run also records the daemon
+process's CPU seconds (user + system, /proc/PID/stat) per stream second, from 10 s after READY to the end.
+
+``--archive off`` runs the daemon with ``[archive] enabled = false`` (default ``on``: the Steim-2 ring
+archive in service, as shipped); ``--archive both`` runs ``--repeat`` pairs with the same stream and seed,
+in ABBA order (off, on, on, off, ...) so that a drift in the machine's load falls on both sides, and saves
+every run, the medians and the difference to bench/results/daemon_archive_cpu.json.
 
     .venv/bin/python bench/bench_daemon.py [--seconds 180] [--speed 1] [--model models/triaxial]
+    .venv/bin/python bench/bench_daemon.py --archive both --repeat 3 --seconds 180 --speed 4
 """
 
 from __future__ import annotations
@@ -74,13 +81,20 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=180.0)
-    parser.add_argument("--speed", type=float, default=1.0, help="stream seconds per real second")
-    parser.add_argument("--model", default=str(ROOT / "models" / "triaxial"))
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "daemon.json"))
-    args = parser.parse_args()
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat utime and stime)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    utime, stime = stat[stat.rindex(")") + 2:].split()[11:13]  # fields 14 and 15; the name may hold spaces
+    return (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes in the files under ``path`` (0 when it does not exist)."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+def run(args: argparse.Namespace, archive: bool) -> dict:
+    """One run of the daemon against the simulated board; the result as saved."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-daemon-"))
     broker = start_local_broker(tmp / "broker")
     pty = PtyPort()
@@ -97,16 +111,22 @@ def main() -> None:
     config = tmp / "c.toml"
     config.write_text(f'[node]\nsite = "bench"\nnode = "n1"\nstate_dir = "{tmp / "state"}"\n'
                       f'[board]\nport = "{pty.path}"\ncounts_per_unit = 1e9\n[model]\npath = "{args.model}"\n'
-                      f'[mqtt]\nport = {broker.port}\n[health]\ninterval_s = 5.0\n')
+                      f'[mqtt]\nport = {broker.port}\n[health]\ninterval_s = 5.0\n'
+                      f'[archive]\nenabled = {str(archive).lower()}\n')
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp / "notify"))
     notify.settimeout(30)
     health: list[dict] = []
+    health_at: list[float] = []  # arrival times (monotonic) of the health messages
     pipeline_ms: list[float] = []  # the part of the latency spent before the outbox (in each event message)
 
     def on_message(client, userdata, m) -> None:
         body = json.loads(m.payload)
-        (health.append(body) if m.topic.endswith("/health") else pipeline_ms.append(body["latency_ms"]))
+        if m.topic.endswith("/health"):
+            health.append(body)
+            health_at.append(time.monotonic())
+        else:
+            pipeline_ms.append(body["latency_ms"])
 
     client = paho.Client(CallbackAPIVersion.VERSION2)
     client.on_message = on_message
@@ -122,11 +142,14 @@ def main() -> None:
         msg = notify.recv(4096).decode()
         if "READY=1" in msg:
             ready = time.monotonic() - t0
-    threading.Thread(target=lambda: [notify.recv(4096) for _ in iter(int, 1)], daemon=True).start()  # as systemd
+    notify.settimeout(None)  # from here on drained as systemd would, for as long as the daemon runs
+    threading.Thread(target=lambda: [notify.recv(4096) for _ in iter(int, 1)], daemon=True).start()
     time.sleep(10)
     mem_start = memory_mb(daemon.pid)
+    cpu_start, t_start, load_start = cpu_seconds(daemon.pid), time.monotonic(), os.getloadavg()[0]
     time.sleep(max(0.0, args.seconds - 10))
     mem_end = memory_mb(daemon.pid)
+    cpu_end, t_end, load_end = cpu_seconds(daemon.pid), time.monotonic(), os.getloadavg()[0]
     rss = peak_rss_mb(daemon.pid)
     time.sleep(6)  # one more health message
     daemon.send_signal(signal.SIGTERM)
@@ -134,6 +157,19 @@ def main() -> None:
     stop.set()
     client.loop_stop()
     broker.stop()
+    archive_bytes = dir_bytes(tmp / "state" / "archive")
+    # The pace the daemon really received (samples_in between the health messages of the measured span), so
+    # that a simulator slowed by a busy machine does not inflate the stream seconds.
+    inside = [(t, h["samples_in"]) for t, h in zip(health_at, health, strict=True) if t_start <= t <= t_end]
+    speed = ((inside[-1][1] - inside[0][1]) / 4000.0 / (inside[-1][0] - inside[0][0])
+             if len(inside) > 1 and inside[-1][0] > inside[0][0] else args.speed)
+    stream_s = (t_end - t_start) * speed
+    # The archive's own CPU as the daemon counts it (health's archive.cpu_s, the writing thread's CPU time in
+    # RingArchive.write) over the same health messages: a direct figure, unlike the difference of two runs.
+    spans = [h for t, h in zip(health_at, health, strict=True) if t_start <= t <= t_end and h.get("archive")]
+    archive_cpu = ((spans[-1]["archive"]["cpu_s"] - spans[0]["archive"]["cpu_s"])
+                   / ((spans[-1]["samples_in"] - spans[0]["samples_in"]) / 4000.0)
+                   if len(spans) > 1 and spans[-1]["samples_in"] > spans[0]["samples_in"] else None)
     last = health[-1]
     lat = last["mqtt"]["publish_latency_ms"]
     result = {
@@ -146,11 +182,68 @@ def main() -> None:
         "of_which_pipeline_ms": {"p50": round(float(np.percentile(pipeline_ms, 50)), 3),
                                  "p99": round(float(np.percentile(pipeline_ms, 99)), 3), "n": len(pipeline_ms)},
         "daemon_cpu_percent": last["cpu_percent"], "realtime_factor_reported": last["realtime_factor"],
+        "archive": {"enabled": archive, "encoding": "steim2" if archive else None, "bytes": archive_bytes,
+                    "records": (last.get("archive") or {}).get("records")},
+        "daemon_cpu": {"cpu_s": round(cpu_end - cpu_start, 2), "stream_s": round(stream_s, 1),
+                       "speed_received": round(speed, 3), "load_average_1min": [load_start, load_end],
+                       "cpu_s_per_stream_s": round((cpu_end - cpu_start) / stream_s, 5),
+                       "archive_write_cpu_s_per_stream_s": None if archive_cpu is None else round(archive_cpu, 5)},
         "targets": {"time_to_ready_s": "<= 1.5", "peak_rss_mb": "<= 80", "latency_p99_ms": "<= 20"},
         "met": {"time_to_ready_s": ready <= 1.5, "peak_rss_mb": rss <= 80,
                 "latency_p99_ms": lat["p99"] is not None and lat["p99"] <= 20},
     }
-    out = Path(args.out)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=180.0)
+    parser.add_argument("--speed", type=float, default=1.0, help="stream seconds per real second")
+    parser.add_argument("--model", default=str(ROOT / "models" / "triaxial"))
+    parser.add_argument("--archive", choices=("on", "off", "both"), default="on",
+                        help="the ring archive in service (on), not (off), or one run of each (both)")
+    parser.add_argument("--repeat", type=int, default=1, help="with --archive both: pairs of runs")
+    parser.add_argument("--out", default=None, help="default bench/results/daemon.json, or "
+                        "daemon_archive_cpu.json with --archive both")
+    args = parser.parse_args()
+    if args.archive != "both":
+        result = run(args, args.archive == "on")
+        out = Path(args.out or ROOT / "bench" / "results" / "daemon.json")
+    else:
+        order = [archive for i in range(args.repeat) for archive in ((False, True) if i % 2 == 0 else (True, False))]
+        runs = [run(args, archive) for archive in order]
+        per = {archive: [r["daemon_cpu"]["cpu_s_per_stream_s"] for r in runs if r["archive"]["enabled"] == archive]
+               for archive in (False, True)}
+        off, on = float(np.median(per[False])), float(np.median(per[True]))
+        last_on = [r for r in runs if r["archive"]["enabled"]][-1]
+        result = {
+            "machine": runs[0]["machine"],
+            "run": runs[0]["run"] + f"; {args.repeat} pair(s), archive off and on (Steim-2, 4096-byte records) "
+                   "in ABBA order, same stream and seed",
+            "stream": "3 channels x 4000 Hz int24 (36 kB/s as int24 on the wire)",
+            "cpu_s_per_stream_s": {"archive_off": per[False], "archive_on": per[True],
+                                   "median_off": round(off, 5), "median_on": round(on, 5),
+                                   "difference_of_medians": round(on - off, 5),
+                                   "increase_percent": round(100 * (on - off) / off, 1),
+                                   "pair_differences": [round(b - a, 5) for a, b in zip(per[False], per[True],
+                                                                                        strict=True)]},
+            "archive_write_cpu_s_per_stream_s": {
+                "runs": [r["daemon_cpu"]["archive_write_cpu_s_per_stream_s"] for r in runs if r["archive"]["enabled"]],
+                "median": round(float(np.median([r["daemon_cpu"]["archive_write_cpu_s_per_stream_s"]
+                                                 for r in runs if r["archive"]["enabled"]])), 5),
+                "share_of_daemon_cpu_percent": round(100 * float(np.median(
+                    [r["daemon_cpu"]["archive_write_cpu_s_per_stream_s"] / r["daemon_cpu"]["cpu_s_per_stream_s"]
+                     for r in runs if r["archive"]["enabled"]])), 1),
+                "what": "health's archive.cpu_s (the daemon thread's CPU time in RingArchive.write) per stream "
+                        "second, in the archive-on runs"},
+            "archive_bytes_per_stream_s": round(last_on["archive"]["bytes"] / last_on["daemon_cpu"]["stream_s"], 1),
+            "note": "CPU (user + system) of the daemon process only (the board simulator runs in the bench "
+                    "process, the broker in its own), from 10 s after READY to the end of each run; the machine "
+                    "was shared with other jobs (see each run's load average), so the spread between runs of "
+                    "one setting is part of the result",
+            "runs": runs,
+        }
+        out = Path(args.out or ROOT / "bench" / "results" / "daemon_archive_cpu.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -325,6 +325,9 @@ CONFIG_VALUES = [  # (section, key, TOML value, substrings of the error besides 
     ("health", "interval_s", "1e9", ("1e+09",)), ("health", "interval_s", "inf", ("inf",)),
     ("log", "level", '"verbose"', ("verbose", "info")),
     ("log", "level", "3", ("3",)), ("log", "level", '"INFO "', ("INFO ",)),
+    ("mqtt", "homeassistant_discovery", '"yes"', ("yes",)), ("mqtt", "homeassistant_prefix", '"ha/#"', ("ha/#",)),
+    ("mqtt", "homeassistant_prefix", '""', ("''",)), ("stream", "natural_hz", "-1", ("-1",)),
+    ("stream", "damping", "2", ("2",)), ("stream", "damping", "0", ("0",)),
 ]
 for section, key, value, extra in CONFIG_VALUES:
     case(f"config-{section}.{key}={value}", *RUN, config=f"[{section}]\n{key} = {value}\n",
@@ -365,6 +368,12 @@ CONFIG_TEXTS = [  # (id, TOML text, substrings)
     ("lta-below-sta", "[trigger]\nsta_s = 0.5\nlta_s = 0.4\n", ("trigger.lta_s", "0.4")),
     ("highpass-above-lowpass", "[trigger]\nhighpass_hz = 500\nlowpass_hz = 100\n", ("trigger.highpass_hz", "500")),
     ("coincidence-above-board", "[trigger]\ncoincidence = 3\n", ("trigger.coincidence", "3", "1 channel")),
+    ("homeassistant-with-sparkplug", '[mqtt]\nhomeassistant_discovery = true\nmode = "sparkplug"\n',
+     ("mqtt.homeassistant_discovery", "sparkplug")),
+    ("natural-hz-accelerometer", '[stream]\ninstrument = "accelerometer"\nnatural_hz = 4.5\n',
+     ("stream.natural_hz", "accelerometer")),
+    ("sensitivity-below-natural-hz", "[stream]\nnatural_hz = 60\nsensitivity_hz = 100\n",
+     ("stream.sensitivity_hz", "100", "natural_hz")),
 ]
 for cid, text, extra in CONFIG_TEXTS:
     needs = "openssl" if "{d}/pki" in text else ""

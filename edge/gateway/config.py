@@ -93,6 +93,8 @@ class MqttConfig:
     mode: str = "json"  # json | sparkplug | both (edge/gateway/sparkplug.py)
     sparkplug_device: str = "board"  # the Sparkplug device id of the ADC board (events are its DDATA)
     sparkplug_primary_host: str = ""  # a Primary Host id: wait for its STATE online before births and data
+    homeassistant_discovery: bool = False  # retained Home Assistant discovery configs (edge/gateway/homeassistant.py)
+    homeassistant_prefix: str = "homeassistant"  # Home Assistant's discovery prefix
 
 
 @dataclass
@@ -130,6 +132,8 @@ class StreamConfig:
     orientation: str = ""  # "" = ZNE for 3 channels, Z for 1, 1..9 otherwise; or one code per channel
     sensor: str = ""  # the sensor's model, for StationXML (e.g. "GS-11D 4.5 Hz")
     sensitivity_hz: float = 100.0  # where counts_per_unit holds (in the sensor's flat band)
+    natural_hz: float = 0.0  # a geophone's or seismometer's natural frequency, for StationXML's poles; 0 = unknown
+    damping: float = 0.7  # its damping ratio (fraction of critical), with natural_hz
     latitude: float = 0.0
     longitude: float = 0.0
     elevation_m: float = 0.0  # of the surface above the sensor
@@ -223,7 +227,7 @@ _POSITIVE = {"board.baudrate", "board.counts_per_unit", "board.text_fs", "board.
              "stream.sensitivity_hz", "archive.max_days", "archive.max_bytes", "metrics.port"}
 _NON_NEGATIVE = {"trigger.refractory_s", "trigger.pre_s", "trigger.conceal_gap_s", "trigger.prewhiten_order",
                  "trigger.dropout_min_run", "archive.min_free_bytes",
-                 "stream.depth_m"}
+                 "stream.depth_m", "stream.natural_hz"}
 # Values that parse and are positive but would make the daemon run and detect nothing, or that a library
 # chokes on: (lowest, highest, why). Each bound is far outside what a working node uses.
 _RANGES: dict[str, tuple[float, float, str]] = {
@@ -252,6 +256,8 @@ _RANGES: dict[str, tuple[float, float, str]] = {
     "outbox.reserve_kb": (0, 1_048_576, "kB kept free for the outbox to recover from a full disk"),
     "health.interval_s": (1.0, 86_400.0, "seconds (health is a rate report, not a stream)"),
     "stream.sensitivity_hz": (0.001, 1e5, "Hz"),
+    "stream.natural_hz": (0.0, 10_000.0, "Hz; 0 = unknown (a flat StationXML response)"),
+    "stream.damping": (0.01, 1.0, "fraction of critical damping (geophones: about 0.2 to 0.7)"),
     "stream.latitude": (-90.0, 90.0, "degrees north"),
     "stream.longitude": (-180.0, 180.0, "degrees east"),
     "stream.elevation_m": (-12_000.0, 9_000.0, "metres above sea level"),
@@ -369,6 +375,15 @@ def _check(cfg: Config) -> None:
     if m.mode == "sparkplug" and m.publish_waveforms:
         raise UserError(f"{src}: mqtt.publish_waveforms = true with mqtt.mode = \"sparkplug\"; waveforms go on "
                         "the JSON topics only: set mqtt.mode = \"both\" or publish_waveforms = false")
+    if not m.homeassistant_prefix or any(c in m.homeassistant_prefix for c in "#+") \
+            or m.homeassistant_prefix.startswith(("/", "$")) or m.homeassistant_prefix.endswith("/"):
+        raise UserError(f"{src}: mqtt.homeassistant_prefix = {m.homeassistant_prefix!r}; expected a topic prefix "
+                        "without wildcards, a leading '/' or '$', or a trailing '/' (Home Assistant's default: "
+                        "\"homeassistant\")")
+    if m.homeassistant_discovery and m.mode == "sparkplug":
+        raise UserError(f"{src}: mqtt.homeassistant_discovery = true with mqtt.mode = \"sparkplug\"; the "
+                        "discovered sensors read the JSON event, health and status topics: set mqtt.mode = "
+                        "\"json\" or \"both\", or homeassistant_discovery = false")
     if not cfg.board.port.strip():
         raise UserError(f"{src}: board.port = {cfg.board.port!r}; expected a serial device, pyserial URL or file")
     if cfg.node.prefix.startswith("$"):
@@ -481,6 +496,14 @@ def _check_stream(cfg: Config) -> None:
     if st.orientation and not re.fullmatch(r"[A-Z0-9]{1,9}", st.orientation):
         raise UserError(f"{src}: stream.orientation = {st.orientation!r}; allowed: empty (ZNE, Z, 1..9) or one "
                         "capital letter or digit per channel, e.g. ZNE or Z12")
+    if st.natural_hz:
+        if st.instrument == "accelerometer":
+            raise UserError(f"{src}: stream.natural_hz = {st.natural_hz:g} with stream.instrument = "
+                            "\"accelerometer\"; allowed only for a geophone or seismometer (an accelerometer's "
+                            "response is written flat): set natural_hz = 0")
+        if st.sensitivity_hz < 2 * st.natural_hz:
+            raise UserError(f"{src}: stream.sensitivity_hz = {st.sensitivity_hz:g}; must be in the sensor's flat "
+                            f"band, at least 2 x stream.natural_hz = {2 * st.natural_hz:g} Hz")
     if ar.record_bytes & (ar.record_bytes - 1):
         raise UserError(f"{src}: archive.record_bytes = {ar.record_bytes}; allowed: a power of two from 512 to "
                         "65536 (miniSEED 2)")

@@ -9,6 +9,9 @@ Topics (built by :class:`edge.topics.NodeTopics`; every field in docs/mqtt.md):
   ``mqtt.publish_waveforms`` is true.
 - ``health``   QoS 0, not retained, not queued: a stale health message has no value.
 
+With ``mqtt.homeassistant_discovery`` every (re)connect also sends Home Assistant's retained discovery configs
+(edge/gateway/homeassistant.py), which read the topics above.
+
 Durability is ours, not paho's (paho's in-memory queue drops messages when full and forgets them on
 restart). Every event goes into the SQLite :class:`~edge.gateway.outbox.Outbox` first; a sender thread publishes
 rows in id order with a bounded in-flight window and deletes a row only when the broker's PUBACK for its
@@ -60,6 +63,7 @@ from paho.mqtt.properties import Properties
 
 from edge.gateway.config import Config, password
 from edge.gateway.health import percentile
+from edge.gateway.homeassistant import discovery_configs
 from edge.gateway.messages import split_waveform, waveform_message
 from edge.gateway.outbox import Outbox
 from firmware_bridge.clock import utc_now
@@ -257,11 +261,22 @@ class Publisher:
         client.will_set(self.topics.status, self._status("offline"), qos=1, retain=True)
 
     def _announce(self, client: paho.Client) -> None:
-        """A session came up (paho thread, state lock held): say ``online``."""
+        """A session came up (paho thread, state lock held): say ``online`` (and, when asked, send Home
+        Assistant's discovery configs, after the status so that the sensors start available)."""
         client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+        self._publish_discovery(client)
+
+    def _publish_discovery(self, client: paho.Client) -> None:
+        """Home Assistant's discovery configs of this node, retained (none when mqtt.homeassistant_discovery is
+        off). QoS 0: they take no place in the in-flight window (kept below the broker's receive maximum), and
+        being retained and sent again on every connect, one lost with a dropped connection comes back."""
+        if self.cfg.mqtt.homeassistant_discovery:
+            for topic, config in discovery_configs(self.cfg, self.version, str(self.model.get("name", ""))).items():
+                client.publish(topic, _dumps(config), qos=0, retain=True)
 
     def _model_changed(self) -> None:
         self.client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+        self._publish_discovery(self.client)  # the device's model names the classifier
 
     def _on_sender_item(self, item: Any) -> None:
         """The sender thread saw ``item`` (a session change or a hook's own item); nothing to do for JSON."""
