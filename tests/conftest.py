@@ -63,3 +63,13 @@ def pytest_sessionfinish(session, exitstatus):
     from surface_support import stop_cluster
 
     stop_cluster()
+
+
+@pytest.fixture
+def cleanup():
+    """Register what a test starts (daemons, board simulators, collectors); at its end each is stopped, last
+    first: ``stop()`` where it has one, else ``close()``."""
+    things: list = []
+    yield things.append
+    for thing in reversed(things):
+        (thing.stop if hasattr(thing, "stop") else thing.close)()

@@ -19,7 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from field_support import model_variant, shipped_model
 from jsonschema import Draft202012Validator
 from mqtt_broker import Collector, read_retained, wait_until
@@ -99,6 +98,12 @@ class Daemon:
     def text(self) -> str:
         return self.log.read_text()
 
+    def stop(self) -> None:
+        """Kill the daemon if it still runs (a test's clean-up)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
 
 def outbox_depth(tmp: Path) -> int:
     path = tmp / "state" / "outbox.sqlite"
@@ -114,20 +119,6 @@ def outbox_depth(tmp: Path) -> int:
 def events(col: Collector) -> list[dict]:
     """Event messages by first arrival (at-least-once redelivery dropped)."""
     return col.first_payloads(f"{TOPIC}/event")
-
-
-@pytest.fixture
-def cleanup():
-    things: list = []
-    yield things.append
-    for thing in reversed(things):
-        if isinstance(thing, Daemon) and thing.proc.poll() is None:
-            thing.proc.kill()
-            thing.proc.wait()
-        elif isinstance(thing, Board):
-            thing.stop()
-        elif isinstance(thing, Collector):
-            thing.close()
 
 
 def test_events_arrive_with_the_spec_fields_and_validate(mqtt_broker, tmp_path, cleanup):

@@ -28,20 +28,6 @@ def render(template: str, payload: dict) -> str:
     return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(value_json=payload)
 
 
-@pytest.fixture
-def cleanup():
-    things: list = []
-    yield things.append
-    for thing in reversed(things):
-        if isinstance(thing, Daemon) and thing.proc.poll() is None:
-            thing.proc.kill()
-            thing.proc.wait()
-        elif isinstance(thing, Board):
-            thing.stop()
-        elif isinstance(thing, Collector):
-            thing.close()
-
-
 def test_the_daemon_announces_sensors_that_read_its_own_messages(mqtt_broker, tmp_path, cleanup):
     board = Board(tmp_path, speed=3.0, rate_per_min=30)
     cleanup(board)
