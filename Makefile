@@ -25,9 +25,9 @@ test: $(STAMP) lint
 demo: $(STAMP)
 	$(VENV)/bin/stopewatch demo
 
-# Reproduces the shipped models, one seed each, data generation included, measured on 2 cores shared with
-# other work: triaxial 52.8 min, uniaxial about 27 min, low-rate triaxial 62.5 min (its report's classical
-# baselines took ~20 min of that). `--seeds 3` adds the spread over seeds at three times the training time.
+# Reproduces the shipped models, one seed each, data generation from an empty cache included, measured on
+# the 2 cores with two trainings side by side: triaxial 2.2.0 26.0 min, uniaxial 2.2.0 22.0 min, low-rate
+# triaxial 1.2.0 34.6 min (beside two other jobs). `--seeds 3` adds the spread over seeds at three times that.
 # --allow-missed: the models miss targets of their recipe (their reports say which), and the next still builds.
 models: $(STAMP)
 	$(VENV)/bin/stopewatch train --config training/configs/triaxial.toml --out models/triaxial --allow-missed
