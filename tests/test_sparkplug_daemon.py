@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from mqtt_broker import Collector, read_retained, wait_until
-from test_daemon import TOPIC, Board, Daemon, cleanup, events, write_config  # noqa: F401 (cleanup: fixture)
+from test_daemon import TOPIC, Board, Daemon, events, write_config
 
 pytest.importorskip("pysparkplug")
 
