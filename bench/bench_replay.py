@@ -3,7 +3,8 @@
 Targets: event recall >= 0.98 for events at SNR >= 6 dB; false triggers on
 event-free background <= 1 per hour; event-level classification macro-F1 >= 0.95 against
 the injected ground truth. Streams come from every site profile (training and held-out),
-with seeds never used for training. Prints and saves bench/results/replay.json.
+with seeds never used for training. Prints and saves bench/results/replay.json (replay_uniaxial, replay_wide,
+replay_wide_prewhitened ... by the options given).
 
 ``--regime low``: 500 Hz streams of the low regime (events of ML -1..2 kilometres away, seconds long),
 each from its own recording chain drawn from the wide site distribution (``--streams`` per region,
@@ -123,7 +124,8 @@ def main() -> None:
         "targets": {"recall": ">= 0.98", "false_per_hour": "<= 1", "macro_f1": ">= 0.95"},
         "met": {"recall": recall >= 0.98, "false_per_hour": false_bg / bg_hours <= 1, "macro_f1": f1 >= 0.95},
     }
-    suffix = ("" if args.channels == 3 else "_uniaxial") + ("" if args.sites == "named" else "_wide")
+    suffix = ("" if args.channels == 3 else "_uniaxial") + ("" if args.sites == "named" else "_wide") \
+        + ("_prewhitened" if cfg.trigger.prewhiten_order else "")  # a run with prewhitening keeps its own file
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"replay{suffix}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("per_site", "per_class")}, indent=2))
