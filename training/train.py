@@ -199,8 +199,7 @@ def prune(model, train: D.Prepared, x_val, y_val, cfg: dict, rng, epochs: int, l
         schedule = sp.PolynomialDecay(initial_sparsity=0.0, final_sparsity=target, begin_step=0,
                                       end_step=end, frequency=freq)
     pruned = sp.prune_low_magnitude(model, pruning_schedule=schedule)
-    pruned.compile(optimizer=keras.optimizers.Adam(lr),
-                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pruned.compile(optimizer=keras.optimizers.Adam(lr), loss=training_loss(cfg))
     select_from = min(epochs - 1, math.ceil(end / steps)) if end else 0
     hist = run_epochs(pruned, train, x_val, y_val, cfg, epochs=epochs, lr=lr, patience=epochs, rng=rng,
                       callbacks=[sp.UpdatePruningStep()], select_from=select_from, phase="prune")
@@ -222,13 +221,21 @@ def kernel_sparsity(model) -> dict:
     return {"overall": zeros / max(1, total), "per_layer": per_layer, "weights": total}
 
 
-def compile_model(model, lr: float, outlier_exposure: bool = False, label_smoothing: float = 0.0):
-    """Adam and cross-entropy from logits; with ``outlier_exposure`` the label ``OUTLIER`` trains toward
-    the uniform answer, and ``label_smoothing`` mixes it into every known label (training.outliers)."""
+def training_loss(cfg: dict | None):
+    """Cross-entropy from logits; with ``[train] outlier_share`` > 0 the label ``OUTLIER`` (the outlier windows
+    ``run_epochs`` adds) trains toward the uniform answer, and ``label_smoothing`` mixes that answer into
+    every known label (training.outliers). ``None``: the plain loss (fine-tuning's own loops)."""
     _, keras, _ = tensorflow()
-    loss = outlier_exposure_loss(len(CLASSES), label_smoothing) if outlier_exposure or label_smoothing > 0 \
-        else keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
+    t = (cfg or {}).get("train", {})
+    if t.get("outlier_share", 0) > 0 or t.get("label_smoothing", 0) > 0:
+        return outlier_exposure_loss(len(CLASSES), t.get("label_smoothing", 0.0))
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def compile_model(model, lr: float, cfg: dict | None = None):
+    """Adam and :func:`training_loss`; every model that ``run_epochs`` trains is compiled with its ``cfg``."""
+    _, keras, _ = tensorflow()
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=training_loss(cfg))
     return model
 
 
@@ -312,7 +319,7 @@ def quantization_aware(model, train, x_val, y_val, cfg, rng, representative) -> 
     scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme()
     annotated = tfmot.quantization.keras.quantize_annotate_model(model)
     qat = tfmot.quantization.keras.quantize_apply(annotated, scheme)
-    compile_model(qat, cfg["train"]["learning_rate"] / 10)
+    compile_model(qat, cfg["train"]["learning_rate"] / 10, cfg)
     hist = run_epochs(qat, train, x_val, y_val, cfg, epochs=cfg["quantize"]["qat_epochs"],
                       lr=cfg["train"]["learning_rate"] / 10, patience=99, rng=rng, phase="qat")
     return qat, convert(qat, representative, int8=True), hist
@@ -367,8 +374,7 @@ def fit(cfg: dict, data: Data, rng: np.random.Generator, init: Path | None = Non
         hist = finetune(model, data.train, cfg, rng, replay=replay, x_val=data.x_val, y_val=data.val.y)
     else:
         lr = cfg["train"]["learning_rate"]
-        compile_model(model, lr, outlier_exposure=cfg["train"]["outlier_share"] > 0,
-                      label_smoothing=cfg["train"]["label_smoothing"])
+        compile_model(model, lr, cfg)
         hist = run_epochs(model, data.train, data.x_val, data.val.y, cfg, epochs=cfg["train"]["epochs"], lr=lr,
                           patience=cfg["train"]["patience"], rng=rng, phase="dense")
     return Fitted(model, tuple(hist))
