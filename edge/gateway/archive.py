@@ -228,10 +228,10 @@ class RingArchive:
 
     def _follow(self, clock: TimingSource) -> None:
         """Take the clock's current state: its quality goes in the records, and the run may part from it by
-        half its stated error before it is re-anchored (the run then stays within the clock's own error plus
-        half of it), at least half a sample."""
+        a quarter of its stated error before it is re-anchored (the run then stays within the clock's own
+        error plus a quarter of it), at least half a sample."""
         self._clock = clock
-        self._tolerance_ns = max(0.5 * self._ns_per_sample, (clock.error_ns or 0) / 2)
+        self._tolerance_ns = max(0.5 * self._ns_per_sample, (clock.error_ns or 0) / 4)
 
     def _anchor(self, index: int, t_ns: int, clock: TimingSource) -> None:
         """Start a run at sample ``index`` = time ``t_ns``; later samples follow the nominal rate."""
