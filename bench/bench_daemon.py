@@ -160,16 +160,15 @@ def run(args: argparse.Namespace, archive: bool) -> dict:
     archive_bytes = dir_bytes(tmp / "state" / "archive")
     # The pace the daemon really received (samples_in between the health messages of the measured span), so
     # that a simulator slowed by a busy machine does not inflate the stream seconds.
-    inside = [(t, h["samples_in"]) for t, h in zip(health_at, health, strict=True) if t_start <= t <= t_end]
-    speed = ((inside[-1][1] - inside[0][1]) / 4000.0 / (inside[-1][0] - inside[0][0])
-             if len(inside) > 1 and inside[-1][0] > inside[0][0] else args.speed)
+    inside = [(t, h) for t, h in zip(health_at, health, strict=True) if t_start <= t <= t_end]
+    (t0_in, h0), (t1_in, h1) = (inside[0], inside[-1]) if inside else ((0.0, {}), (0.0, {}))
+    received_s = (h1.get("samples_in", 0) - h0.get("samples_in", 0)) / 4000.0
+    speed = received_s / (t1_in - t0_in) if len(inside) > 1 and t1_in > t0_in else args.speed
     stream_s = (t_end - t_start) * speed
     # The archive's own CPU as the daemon counts it (health's archive.cpu_s, the writing thread's CPU time in
     # RingArchive.write) over the same health messages: a direct figure, unlike the difference of two runs.
-    spans = [h for t, h in zip(health_at, health, strict=True) if t_start <= t <= t_end and h.get("archive")]
-    archive_cpu = ((spans[-1]["archive"]["cpu_s"] - spans[0]["archive"]["cpu_s"])
-                   / ((spans[-1]["samples_in"] - spans[0]["samples_in"]) / 4000.0)
-                   if len(spans) > 1 and spans[-1]["samples_in"] > spans[0]["samples_in"] else None)
+    archive_cpu = ((h1["archive"]["cpu_s"] - h0["archive"]["cpu_s"]) / received_s
+                   if len(inside) > 1 and received_s > 0 and h0.get("archive") and h1.get("archive") else None)
     last = health[-1]
     lat = last["mqtt"]["publish_latency_ms"]
     result = {

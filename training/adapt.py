@@ -353,6 +353,19 @@ def read_site_windows(path: str | Path) -> WindowSet:
     return D.concat(parts)
 
 
+MIN_UNLABELLED = 16  # site windows needed to estimate BatchNorm statistics or to pseudo-label from
+
+
+def read_unlabelled_windows(path: str | Path) -> WindowSet:
+    """The mine's windows for ``--adapt-unlabelled`` (:func:`read_site_windows`), refused with one line when
+    there are fewer than ``MIN_UNLABELLED``."""
+    ws = read_site_windows(path)
+    if len(ws) < MIN_UNLABELLED:
+        raise UserError(f"--adapt-unlabelled {path}: {len(ws)} windows; at least {MIN_UNLABELLED} are needed "
+                        "(a few hundred are better)")
+    return ws
+
+
 DECISION_BIAS = ("keep", "refit", "none")  # the base card's / re-fitted on the labelled site windows / dropped
 
 
@@ -440,10 +453,7 @@ def adapt_unlabelled(init: str | Path, windows: str | Path, out: str | Path, rep
 
     init = Path(init)
     base = card_of(init)
-    ws = read_site_windows(windows)
-    if len(ws) < 16:
-        raise UserError(f"--adapt-unlabelled {windows}: {len(ws)} windows; at least 16 are needed to estimate "
-                        "the BatchNorm statistics (a few hundred are better)")
+    ws = read_unlabelled_windows(windows)
     params = PreprocessParams.from_dict(base["preprocessing"], "preprocessing")
     prep = D.prepare(ws, params, int(base["channels"]), base.get("channel_policy", "zero_fill"))
     x = D.to_model_input(prep.x, params.clip)

@@ -624,11 +624,8 @@ def run(config_path: str | Path | None, out: str | Path, overrides: dict | None 
     if unlabelled is not None:
         if init_path is None:
             raise UserError("train --adapt-unlabelled DIR needs --init MODEL_DIR")
-        from training.adapt import read_site_windows
-        unl = read_site_windows(unlabelled)
-        if len(unl) < 16:
-            raise UserError(f"--adapt-unlabelled {unlabelled}: {len(unl)} windows; at least 16 are needed "
-                            "(a few hundred are better)")
+        from training.adapt import read_unlabelled_windows
+        unl = read_unlabelled_windows(unlabelled)
     t0 = time.perf_counter()
     splits = D.load_splits(cfg)
     log(f"data: {', '.join(f'{k} {len(v)}' for k, v in splits.items())} ({time.perf_counter() - t0:.0f} s)"
